@@ -1,0 +1,298 @@
+package icpreplica
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/aviate-labs/agent-go/candid"
+	"github.com/aviate-labs/agent-go/candid/idl"
+	"github.com/edgesync/edgesync/sinks/icp"
+)
+
+// Limits of the memory-store canister as the double hosts it.
+const (
+	// MaxChunkSize is the largest chunk_size begin_asset accepts; the ingress limit bounds
+	// put_chunk messages anyway, this only catches nonsense early.
+	MaxChunkSize = 2 << 20
+	// DefaultMaxAssetSize bounds one asset: the double keeps everything in memory.
+	DefaultMaxAssetSize = 1 << 30
+)
+
+// Reject codes and error codes a replica uses for what the double can get wrong.
+const (
+	rejectDestinationInvalid = 3
+	rejectCanisterError      = 5
+)
+
+// reject is a canister call that did not reply.
+type reject struct {
+	code      uint64
+	message   string
+	errorCode string
+}
+
+// memoryStore is the canister's state and logic, per memory_store.did.
+type memoryStore struct {
+	maxAssetSize uint64
+
+	mu       sync.Mutex
+	memories map[string]*memory
+}
+
+type memory struct {
+	Metadata *blob
+	Asset    *blob
+	Upload   *upload
+}
+
+type blob struct {
+	Hash string
+	Data []byte
+}
+
+type upload struct {
+	TotalSize uint64
+	Hash      string
+	ChunkSize uint32
+	Chunks    map[uint32][]byte
+}
+
+func (u *upload) chunkCount() uint32 {
+	return uint32((u.TotalSize + uint64(u.ChunkSize) - 1) / uint64(u.ChunkSize))
+}
+
+func (u *upload) chunkLen(i uint32) int {
+	return int(min(uint64(u.ChunkSize), u.TotalSize-uint64(i)*uint64(u.ChunkSize)))
+}
+
+func (u *upload) wire() icp.Upload {
+	received := make([]uint32, 0, len(u.Chunks))
+	for i := range u.Chunks {
+		received = append(received, i)
+	}
+	slices.Sort(received)
+	return icp.Upload{TotalSize: u.TotalSize, ContentHash: u.Hash, ChunkSize: u.ChunkSize,
+		ChunkCount: u.chunkCount(), Received: received}
+}
+
+func newMemoryStore(maxAssetSize uint64) *memoryStore {
+	return &memoryStore{maxAssetSize: maxAssetSize, memories: map[string]*memory{}}
+}
+
+// isQuery reports whether method is a query method of the canister.
+func isQuery(method string) bool { return method == icp.MethodStatus }
+
+// execute runs a method (an update, or a query called either way) and returns its Candid reply.
+func (s *memoryStore) execute(method string, arg []byte) ([]byte, *reject) {
+	var (
+		reply any
+		err   error
+	)
+	switch method {
+	case icp.MethodPutMetadata:
+		var uuid string
+		var json []byte
+		if err = candid.Unmarshal(arg, []any{&uuid, &json}); err == nil {
+			reply = s.putMetadata(uuid, json)
+		}
+	case icp.MethodBeginAsset:
+		var uuid, hash string
+		var size uint64
+		var chunkSize uint32
+		if err = candid.Unmarshal(arg, []any{&uuid, &size, &hash, &chunkSize}); err == nil {
+			reply = s.beginAsset(uuid, size, hash, chunkSize)
+		}
+	case icp.MethodPutChunk:
+		var uuid string
+		var index uint32
+		var data []byte
+		if uuid, index, data, err = icp.DecodePutChunkArg(arg); err == nil {
+			reply = s.putChunk(uuid, index, data)
+		}
+	case icp.MethodCommitAsset:
+		var uuid string
+		if err = candid.Unmarshal(arg, []any{&uuid}); err == nil {
+			reply = s.commitAsset(uuid)
+		}
+	case icp.MethodStatus:
+		var uuid string
+		if err = candid.Unmarshal(arg, []any{&uuid}); err == nil {
+			reply = s.status(uuid)
+		}
+	default:
+		return nil, &reject{rejectDestinationInvalid,
+			fmt.Sprintf("Canister has no update method '%s'", method), "IC0536"}
+	}
+	if err != nil {
+		return nil, trap(fmt.Sprintf("failed to decode call arguments: %v", err))
+	}
+	out, err := candid.Marshal([]any{reply})
+	if err != nil {
+		return nil, trap(fmt.Sprintf("failed to encode reply: %v", err))
+	}
+	return out, nil
+}
+
+func trap(msg string) *reject {
+	return &reject{rejectCanisterError,
+		"Error from Canister: Canister called `ic0.trap` with message: " + msg, "IC0503"}
+}
+
+func ok[T any](v T) icp.Result[T] { return icp.Result[T]{Ok: &v} }
+
+func fail[T any](e icp.ErrorVariant) icp.Result[T] { return icp.Result[T]{Err: &e} }
+
+func invalidUUID[T any](uuid string) icp.Result[T] {
+	return fail[T](icp.ErrorVariant{InvalidUuid: &uuid})
+}
+
+func alreadyExists[T any](hash string) icp.Result[T] {
+	return fail[T](icp.ErrorVariant{AlreadyExists: &icp.HashRecord{ContentHash: hash}})
+}
+
+func invalidArgument[T any](format string, args ...any) icp.Result[T] {
+	msg := fmt.Sprintf(format, args...)
+	return fail[T](icp.ErrorVariant{InvalidArgument: &msg})
+}
+
+func noUpload[T any]() icp.Result[T] {
+	return fail[T](icp.ErrorVariant{NoUpload: &idl.Null{}})
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// memory returns the entry for uuid, creating it. The caller holds s.mu.
+func (s *memoryStore) memory(uuid string) *memory {
+	m, found := s.memories[uuid]
+	if !found {
+		m = &memory{}
+		s.memories[uuid] = m
+	}
+	return m
+}
+
+func (s *memoryStore) putMetadata(uuid string, json []byte) icp.Result[icp.Artifact] {
+	if !icp.ValidUUID(uuid) {
+		return invalidUUID[icp.Artifact](uuid)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.memory(uuid)
+	if m.Metadata != nil {
+		return alreadyExists[icp.Artifact](m.Metadata.Hash)
+	}
+	m.Metadata = &blob{Hash: sha256Hex(json), Data: json}
+	return ok(icp.Artifact{ContentHash: m.Metadata.Hash, Size: uint64(len(json))})
+}
+
+func (s *memoryStore) beginAsset(uuid string, size uint64, hash string, chunkSize uint32) icp.Result[icp.Upload] {
+	if !icp.ValidUUID(uuid) {
+		return invalidUUID[icp.Upload](uuid)
+	}
+	switch {
+	case !icp.ValidHash(hash):
+		return invalidArgument[icp.Upload]("sha256 %q is not 64 lowercase hex digits", hash)
+	case chunkSize == 0 || chunkSize > MaxChunkSize:
+		return invalidArgument[icp.Upload]("chunk_size %d is not in 1..%d", chunkSize, MaxChunkSize)
+	case size > s.maxAssetSize:
+		return invalidArgument[icp.Upload]("total_size %d exceeds the canister's limit of %d bytes", size, s.maxAssetSize)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.memory(uuid)
+	if m.Asset != nil {
+		return alreadyExists[icp.Upload](m.Asset.Hash)
+	}
+	if u := m.Upload; u == nil || u.TotalSize != size || u.Hash != hash || u.ChunkSize != chunkSize {
+		// Different parameters mean different content: what was sent so far is of no use.
+		m.Upload = &upload{TotalSize: size, Hash: hash, ChunkSize: chunkSize, Chunks: map[uint32][]byte{}}
+	}
+	return ok(m.Upload.wire())
+}
+
+func (s *memoryStore) putChunk(uuid string, index uint32, data []byte) icp.Result[uint32] {
+	if !icp.ValidUUID(uuid) {
+		return invalidUUID[uint32](uuid)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.memory(uuid)
+	switch u := m.Upload; {
+	case m.Asset != nil:
+		return alreadyExists[uint32](m.Asset.Hash)
+	case u == nil:
+		return noUpload[uint32]()
+	case index >= u.chunkCount():
+		return invalidArgument[uint32]("chunk index %d out of range: the upload has %d chunks", index, u.chunkCount())
+	case len(data) != u.chunkLen(index):
+		return invalidArgument[uint32]("chunk %d has %d bytes, want %d", index, len(data), u.chunkLen(index))
+	default:
+		u.Chunks[index] = data
+		return ok(uint32(len(u.Chunks)))
+	}
+}
+
+func (s *memoryStore) commitAsset(uuid string) icp.Result[icp.Artifact] {
+	if !icp.ValidUUID(uuid) {
+		return invalidUUID[icp.Artifact](uuid)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.memory(uuid)
+	u := m.Upload
+	switch {
+	case m.Asset != nil:
+		return alreadyExists[icp.Artifact](m.Asset.Hash)
+	case u == nil:
+		return noUpload[icp.Artifact]()
+	}
+	var missing []uint32
+	for i := range u.chunkCount() {
+		if _, held := u.Chunks[i]; !held {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) > 0 {
+		return fail[icp.Artifact](icp.ErrorVariant{Incomplete: &icp.MissingRecord{Missing: missing}})
+	}
+	data := make([]byte, 0, u.TotalSize)
+	for i := range u.chunkCount() {
+		data = append(data, u.Chunks[i]...)
+	}
+	m.Upload = nil // whatever the outcome: a failed check means some chunk is wrong, and not which
+	if got := sha256Hex(data); got != u.Hash {
+		return fail[icp.Artifact](icp.ErrorVariant{HashMismatch: &icp.MismatchRecord{Expected: u.Hash, Actual: got}})
+	}
+	m.Asset = &blob{Hash: u.Hash, Data: data}
+	return ok(icp.Artifact{ContentHash: u.Hash, Size: u.TotalSize})
+}
+
+func (s *memoryStore) status(uuid string) icp.Result[icp.Status] {
+	if !icp.ValidUUID(uuid) {
+		return invalidUUID[icp.Status](uuid)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var st icp.Status
+	m, found := s.memories[uuid]
+	if !found {
+		return ok(st)
+	}
+	if m.Metadata != nil {
+		st.Metadata = &icp.Artifact{ContentHash: m.Metadata.Hash, Size: uint64(len(m.Metadata.Data))}
+	}
+	if m.Asset != nil {
+		st.Asset = &icp.Artifact{ContentHash: m.Asset.Hash, Size: uint64(len(m.Asset.Data))}
+	}
+	if m.Upload != nil {
+		up := m.Upload.wire()
+		st.Upload = &up
+	}
+	return ok(st)
+}
