@@ -1,0 +1,42 @@
+# edgesync: the targets people and CI both use.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+PKGS     := ./...
+
+.PHONY: build test lint bench demo run image postgres clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/edgesync ./cmd/edgesync
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/icp-replica ./cmd/icp-replica
+
+# The test command of the README: installs PostgreSQL if it is missing, then
+# runs every test with the race detector against throwaway Postgres clusters
+# and in-process NATS servers.
+test: postgres
+	$(GO) test -race -count=1 -timeout 9m $(PKGS)
+
+postgres:
+	@scripts/ensure-postgres.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	@if command -v staticcheck >/dev/null 2>&1; then staticcheck $(PKGS); else echo "staticcheck not installed; skipped (go install honnef.co/go/tools/cmd/staticcheck@latest)"; fi
+
+# Benchmarks with the figures the issues ask for; see docs/benchmarks.md.
+bench: postgres
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/...
+
+demo: postgres build
+	$(GO) run ./cmd/edgesync-demo
+
+run: build
+	bin/edgesync run
+
+image:
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t edgesync:$(VERSION) .
+
+clean:
+	rm -rf bin data

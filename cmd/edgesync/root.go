@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/edgesync/edgesync/config"
+	"github.com/edgesync/edgesync/internal/dberr"
+)
+
+// env looks up an environment variable (os.LookupEnv in production).
+type env func(string) (string, bool)
+
+// app carries what every command needs.
+type app struct {
+	ctx        context.Context
+	env        env
+	stdout     io.Writer
+	stderr     io.Writer
+	configFile string
+}
+
+// userError is an error already phrased for a person.
+type userError struct{ msg string }
+
+func (e userError) Error() string { return e.msg }
+
+// run executes one command line and returns the process exit code.
+func run(ctx context.Context, args []string, lookup env, stdout, stderr io.Writer) int {
+	a := &app{ctx: ctx, env: lookup, stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "edgesync",
+		Short:         "edgesync keeps storage_edges in step with the memory tables, publishes every change to NATS and mirrors memories to ICP",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetArgs(args)
+	root.PersistentFlags().StringVar(&a.configFile, "config", "", "YAML file with settings (keys as in CONTRACT section 2, lower snake case, no prefix); the environment wins")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return userError{fmt.Sprintf("%v (see `%s --help`)", err, c.CommandPath())}
+	})
+	root.AddCommand(a.versionCmd(), a.migrateCmd(), a.runCmd(), a.statusCmd(), a.reconcileCmd())
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(stderr, "edgesync: "+explain(err))
+	return 1
+}
+
+// explain turns an error into the one line a person reads.
+func explain(err error) string {
+	var ue userError
+	if errors.As(err, &ue) {
+		return ue.msg
+	}
+	if strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "accepts ") {
+		return err.Error() + " (see `edgesync --help`)"
+	}
+	return dberr.Explain(err)
+}
+
+// loadConfig reads and validates the configuration.
+func (a *app) loadConfig() (config.Config, error) {
+	c, err := config.Load(a.configFile, a.env)
+	if err != nil {
+		return c, userError{err.Error()}
+	}
+	if err := c.Validate(); err != nil {
+		lines := strings.Split(err.Error(), "\n")
+		msg := "invalid configuration: " + strings.Join(lines, "; ")
+		return c, userError{msg}
+	}
+	return c, nil
+}
+
+func (a *app) versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "print version, commit and Go version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			fmt.Fprintf(a.stdout, "edgesync %s (commit %s, %s %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			return nil
+		},
+	}
+}
