@@ -154,24 +154,24 @@ func dur(p func(c *Config) *time.Duration) (func(*Config, string) error, func(*C
 
 func boolean(p func(c *Config) *bool) (func(*Config, string) error, func(*Config) string) {
 	return func(c *Config, v string) error {
-			b, err := strconv.ParseBool(strings.TrimSpace(v))
-			if err != nil {
-				return fmt.Errorf("%q is not a boolean (use true or false)", v)
-			}
-			*p(c) = b
-			return nil
-		}, func(c *Config) string { return strconv.FormatBool(*p(c)) }
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not a boolean (use true or false)", v)
+		}
+		*p(c) = b
+		return nil
+	}, func(c *Config) string { return strconv.FormatBool(*p(c)) }
 }
 
 func integer(p func(c *Config) *int64) (func(*Config, string) error, func(*Config) string) {
 	return func(c *Config, v string) error {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil {
-				return fmt.Errorf("%q is not a whole number", v)
-			}
-			*p(c) = n
-			return nil
-		}, func(c *Config) string { return strconv.FormatInt(*p(c), 10) }
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+		*p(c) = n
+		return nil
+	}, func(c *Config) string { return strconv.FormatInt(*p(c), 10) }
 }
 
 func mk(key string, secret bool, set func(*Config, string) error, get func(*Config) string) field {
@@ -183,7 +183,10 @@ var fields = func() []field {
 	add := func(key string, secret bool, set func(*Config, string) error, get func(*Config) string) {
 		fs = append(fs, mk(key, secret, set, get))
 	}
-	s := func(key string, secret bool, p func(c *Config) *string) { set, get := str(p); add(key, secret, set, get) }
+	s := func(key string, secret bool, p func(c *Config) *string) {
+		set, get := str(p)
+		add(key, secret, set, get)
+	}
 	s("database_url", true, func(c *Config) *string { return &c.DatabaseURL })
 	s("nats_url", true, func(c *Config) *string { return &c.NATSURL })
 	s("nats_creds", false, func(c *Config) *string { return &c.NATSCredsFile })
