@@ -64,6 +64,9 @@ type Replica struct {
 	async    atomic.Bool
 	foreign  atomic.Bool
 
+	statsMu sync.Mutex
+	stats   Stats
+
 	mu       sync.Mutex // guards keys, store, requests swaps and the server fields below
 	keys     *keys
 	store    *memoryStore
@@ -218,6 +221,35 @@ func (r *Replica) Restart(keepState bool) error {
 	return r.listen()
 }
 
+// Stats counts what the replica executed, so tests can tell what a client really sent.
+type Stats struct {
+	// Calls counts executed update calls by method; replays of a request id are not counted.
+	Calls map[string]int
+	// LargestCall is the size in bytes of the largest call envelope accepted.
+	LargestCall int
+}
+
+// Stats returns a copy of the counters.
+func (r *Replica) Stats() Stats {
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	calls := make(map[string]int, len(r.stats.Calls))
+	for m, n := range r.stats.Calls {
+		calls[m] = n
+	}
+	return Stats{Calls: calls, LargestCall: r.stats.LargestCall}
+}
+
+func (r *Replica) count(rq *request) {
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	if r.stats.Calls == nil {
+		r.stats.Calls = map[string]int{}
+	}
+	r.stats.Calls[rq.content.MethodName]++
+	r.stats.LargestCall = max(r.stats.LargestCall, rq.size)
+}
+
 func (r *Replica) state() (*keys, *memoryStore, *requestLog) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -335,6 +367,7 @@ func (r *Replica) handleCall(w http.ResponseWriter, req *http.Request) {
 		// A replay of the same request id is answered from the record, never executed twice.
 		reply, rej := store.execute(rq.content.MethodName, rq.content.Arg)
 		out = requests.put(rq.id, reply, rej)
+		r.count(rq)
 	}
 	if version == "v2" || r.async.Load() {
 		w.WriteHeader(http.StatusAccepted)
