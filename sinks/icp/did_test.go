@@ -3,8 +3,8 @@ package icp
 import (
 	"bytes"
 	"encoding/json"
-	"reflect"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
