@@ -76,7 +76,7 @@ type Replica struct {
 	done     chan struct{} // closed when srv's Serve returns
 }
 
-// New builds a replica without listening; Start, or serve Handler yourself.
+// New builds a replica without listening: call Listen, or serve Handler yourself.
 func New(cfg Config) (*Replica, error) {
 	id := cfg.CanisterID
 	if id == "" {
@@ -86,7 +86,7 @@ func New(cfg Config) (*Replica, error) {
 	if err != nil {
 		return nil, fmt.Errorf("canister id %q: %w", id, err)
 	}
-	if cfg.FailRate < 0 || cfg.FailRate > 1 {
+	if !(cfg.FailRate >= 0 && cfg.FailRate <= 1) { // also refuses NaN
 		return nil, fmt.Errorf("fail rate %v: want 0..1", cfg.FailRate)
 	}
 	k, err := newKeys()
@@ -126,14 +126,15 @@ func Start(cfg Config) (*Replica, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := r.listen(); err != nil {
+	if err := r.Listen(); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-// listen binds r.addr (remembering the port it got, so Restart comes back on it) and serves.
-func (r *Replica) listen() error {
+// Listen binds the configured address (remembering the port it got, so Restart comes back on
+// it) and serves in the background. It does nothing if the replica already serves.
+func (r *Replica) Listen() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.srv != nil {
@@ -218,7 +219,7 @@ func (r *Replica) Restart(keepState bool) error {
 		r.requests = newRequestLog()
 		r.mu.Unlock()
 	}
-	return r.listen()
+	return r.Listen()
 }
 
 // Stats counts what the replica executed, so tests can tell what a client really sent.

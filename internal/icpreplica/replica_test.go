@@ -217,7 +217,7 @@ func TestReplica_stateFile(t *testing.T) {
 	if err := second.LoadFile(path); err != nil {
 		t.Fatal(err)
 	}
-	if err := second.Restart(true); err != nil { // starts serving
+	if err := second.Listen(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = second.Stop() })
