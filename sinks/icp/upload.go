@@ -36,6 +36,10 @@ func (c *Client) UploadAsset(ctx context.Context, uuid string, r io.ReaderAt, si
 		report(size)
 		return stored, nil
 	}
+	if up.TotalSize != uint64(size) || up.ChunkSize != uint32(c.chunkSize) {
+		return Artifact{}, fmt.Errorf("upload asset %s: canister answered an upload of %d bytes in %d-byte chunks; asked for %d in %d",
+			uuid, up.TotalSize, up.ChunkSize, size, c.chunkSize)
+	}
 	missing, held := missingChunks(up)
 	report(held)
 	c.log.Debug("upload asset", zap.String("uuid", uuid), zap.Int64("size", size),
