@@ -1,0 +1,14 @@
+// Package api owns edgesync's HTTP API (CONTRACT section 7): storage edge
+// upserts, gallery and memory presence, the sync-status list and its live
+// Server-Sent Events stream, "store forever" requests, reconcile triggers,
+// health, readiness and metrics.
+//
+// It may import reconcile (for its Run type and sentinels), pgx, zap and the
+// Prometheus client; never daemon, config, cdc or a sink. The daemon translates
+// the global configuration into Config and Deps and feeds the SSE hub.
+//
+// Invariant: every route is declared once in the route table (routes.go),
+// which both the mux and the OpenAPI conformance test read, and every error
+// answer, including a recovered panic, has the shape
+// {"error":{"code":"...","message":"..."}}.
+package api

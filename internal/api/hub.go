@@ -1,0 +1,208 @@
+package api
+
+import (
+	"encoding/json"
+	"strings"
+	"sync"
+)
+
+// Hub fans sync-status events out to the SSE clients of
+// GET /api/storage/sync-status/stream. Publish never blocks: every client has
+// a bounded buffer and a client whose buffer is full is dropped (it gets a
+// final comment and can reconnect with Last-Event-ID). A ring of recent events
+// serves those resumes.
+type Hub struct {
+	buf     int
+	metrics *metrics
+
+	mu      sync.Mutex
+	closed  bool
+	seq     uint64
+	ring    []*event // circular; ring[(head+i)%len] for i < n
+	head, n int
+	byID    map[string]uint64 // event id → seq, for events still in the ring
+	clients map[*subscriber]struct{}
+}
+
+type event struct {
+	seq     uint64
+	name    string
+	id      string
+	data    []byte
+	backend string // "" when the event does not say
+	state   string // "" when the event does not say
+}
+
+type subscriber struct {
+	ch      chan *event
+	backend string
+	state   string
+	reason  string // why ch was closed; written before the close
+}
+
+func newHub(replay, buf int, m *metrics) *Hub {
+	return &Hub{buf: buf, metrics: m, ring: make([]*event, replay), byID: make(map[string]uint64, replay), clients: map[*subscriber]struct{}{}}
+}
+
+// Publish sends a storage_edges change to the stream clients as a "sync"
+// event. id is the event's Nats-Msg-Id (the SSE id clients resume from); data
+// is its JSON envelope, whose backend and after/before sync_state drive the
+// clients' filters. The hub keeps data: the caller must not modify it later.
+func (h *Hub) Publish(id string, data []byte) { h.PublishEvent("sync", id, data) }
+
+// PublishEvent sends an event of the given name (e.g. "progress" from the ICP
+// mirror). id may be empty (the event cannot then be resumed from).
+func (h *Hub) PublishEvent(name, id string, data []byte) {
+	ev := &event{name: sseSafe(name), id: sseSafe(id), data: data}
+	ev.backend, ev.state = filterKeys(data)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	h.seq++
+	ev.seq = h.seq
+	h.remember(ev)
+	for c := range h.clients {
+		if !c.wants(ev) {
+			continue
+		}
+		select {
+		case c.ch <- ev:
+		default:
+			h.dropLocked(c, "dropped: this client fell too far behind; reconnect with Last-Event-ID")
+			h.metrics.sseDropped.Inc()
+		}
+	}
+}
+
+func (h *Hub) remember(ev *event) {
+	if len(h.ring) == 0 {
+		return
+	}
+	if h.n == len(h.ring) {
+		old := h.ring[h.head]
+		if h.byID[old.id] == old.seq {
+			delete(h.byID, old.id)
+		}
+		h.ring[h.head] = ev
+		h.head = (h.head + 1) % len(h.ring)
+	} else {
+		h.ring[(h.head+h.n)%len(h.ring)] = ev
+		h.n++
+	}
+	if ev.id != "" {
+		h.byID[ev.id] = ev.seq
+	}
+}
+
+// subscribe registers a client. With lastID it also returns the events after
+// that id still in the ring (registration and backlog are taken under one
+// lock, so nothing falls between them); reset reports that lastID is no longer
+// (or never was) in the ring and the client starts live.
+func (h *Hub) subscribe(lastID, backend, state string) (sub *subscriber, backlog []*event, reset bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, nil, false
+	}
+	sub = &subscriber{ch: make(chan *event, h.buf), backend: backend, state: state}
+	if lastID != "" {
+		seq, ok := h.byID[lastID]
+		if !ok {
+			reset = true
+		} else {
+			for i := 0; i < h.n; i++ {
+				ev := h.ring[(h.head+i)%len(h.ring)]
+				if ev.seq > seq && sub.wants(ev) {
+					backlog = append(backlog, ev)
+				}
+			}
+		}
+	}
+	h.clients[sub] = struct{}{}
+	h.metrics.sseClients.Inc()
+	return sub, backlog, reset
+}
+
+func (h *Hub) unsubscribe(sub *subscriber) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.dropLocked(sub, "")
+}
+
+func (h *Hub) dropLocked(sub *subscriber, reason string) {
+	if _, ok := h.clients[sub]; !ok {
+		return
+	}
+	delete(h.clients, sub)
+	sub.reason = reason
+	close(sub.ch)
+	h.metrics.sseClients.Dec()
+}
+
+// Close ends every stream (their handlers return) and refuses new ones.
+// http.Server.Shutdown does not cancel running handlers, so HTTPServer
+// registers Close to run on Shutdown.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for c := range h.clients {
+		h.dropLocked(c, "server shutting down; reconnect with Last-Event-ID")
+	}
+}
+
+// Clients is the number of connected stream clients.
+func (h *Hub) Clients() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.clients)
+}
+
+func (c *subscriber) wants(ev *event) bool {
+	return (c.backend == "" || ev.backend == "" || c.backend == ev.backend) &&
+		(c.state == "" || ev.state == "" || c.state == ev.state)
+}
+
+// filterKeys reads the backend and sync state of an edge envelope (after
+// image, or before for a delete), or of a flat progress event.
+func filterKeys(data []byte) (backend, state string) {
+	var env struct {
+		Backend   string `json:"backend"`
+		SyncState string `json:"sync_state"`
+		After     *struct {
+			Backend   string `json:"backend"`
+			SyncState string `json:"sync_state"`
+		} `json:"after"`
+		Before *struct {
+			Backend   string `json:"backend"`
+			SyncState string `json:"sync_state"`
+		} `json:"before"`
+	}
+	if json.Unmarshal(data, &env) != nil {
+		return "", ""
+	}
+	backend, state = env.Backend, env.SyncState
+	img := env.After
+	if img == nil {
+		img = env.Before
+	}
+	if img != nil {
+		if backend == "" {
+			backend = img.Backend
+		}
+		if state == "" {
+			state = img.SyncState
+		}
+	}
+	return backend, state
+}
+
+// sseSafe removes what would break an SSE field line.
+func sseSafe(s string) string {
+	if !strings.ContainsAny(s, "\r\n\x00") {
+		return s
+	}
+	return strings.NewReplacer("\r", "", "\n", "", "\x00", "").Replace(s)
+}

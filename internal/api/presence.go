@@ -1,0 +1,274 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// GalleryCounts is a gallery's row of gallery_presence, with where it came
+// from: "tracker" (edgesync_gallery_status, kept by the gallery status tracker
+// within its debounce of every change), "mv" (gallery_presence_mv, refreshed
+// at most every MVRefreshEvery after changes) or "live" (the gallery_presence
+// view, computed now). AsOf is when the figures were computed, null for live.
+type GalleryCounts struct {
+	GalleryID           string     `json:"gallery_id"`
+	TotalMemories       int        `json:"total_memories"`
+	ICPCompleteMemories int        `json:"icp_complete_memories"`
+	ICPComplete         bool       `json:"icp_complete"`
+	ICPAny              bool       `json:"icp_any"`
+	Status              string     `json:"status"`
+	Source              string     `json:"source"`
+	AsOf                *time.Time `json:"as_of"`
+}
+
+// Presence is the presence of one memory (the columns of memory_presence).
+type Presence struct {
+	MetaNeon    bool `json:"meta_neon"`
+	AssetBlob   bool `json:"asset_blob"`
+	MetaICP     bool `json:"meta_icp"`
+	AssetICP    bool `json:"asset_icp"`
+	ICPComplete bool `json:"icp_complete"`
+}
+
+// GalleryMemory is one item of a gallery with its presence. SyncState sums up
+// its edges: failed if any edge failed, else migrating if any is migrating,
+// else idle.
+type GalleryMemory struct {
+	MemoryID   string `json:"memory_id"`
+	MemoryType string `json:"memory_type"`
+	Position   *int32 `json:"position"`
+	Presence
+	SyncState string `json:"sync_state"`
+}
+
+type galleryCursor struct {
+	MemoryID   string `json:"m"`
+	MemoryType string `json:"t"`
+}
+
+// galleryCountsSQL prefers the tracker's row, then the MV, then the live view;
+// UNION ALL with LIMIT 1 stops at the first branch that answers, so the live
+// computation only runs for galleries neither of the others knows yet.
+const galleryCountsSQL = `
+SELECT source, total_memories, icp_complete_memories, icp_complete, icp_any, status, as_of FROM (
+	SELECT 1 AS ord, 'tracker' AS source, s.total_memories, s.icp_complete_memories,
+	       (s.total_memories > 0 AND s.icp_complete_memories = s.total_memories) AS icp_complete,
+	       s.icp_any, s.status, s.checked_at AS as_of
+	FROM edgesync_gallery_status s
+	WHERE s.gallery_id = $1 AND NOT $2 AND EXISTS (SELECT 1 FROM galleries g WHERE g.id = $1)
+	UNION ALL
+	SELECT 2, 'mv', mv.total_memories, mv.icp_complete_memories, mv.icp_complete, mv.icp_any, mv.status,
+	       (SELECT r.refreshed_at FROM edgesync_mv_refresh r WHERE r.name = 'gallery_presence_mv')
+	FROM gallery_presence_mv mv
+	WHERE mv.gallery_id = $1 AND NOT $2 AND EXISTS (SELECT 1 FROM galleries g WHERE g.id = $1)
+	UNION ALL
+	SELECT 3, 'live', gp.total_memories, gp.icp_complete_memories, gp.icp_complete, gp.icp_any, gp.status, NULL
+	FROM gallery_presence gp
+	WHERE gp.gallery_id = $1
+) x ORDER BY ord LIMIT 1`
+
+// galleryItemsSQL reads one page of items in primary key order (an index
+// range scan) and each item's edges through ix_edges_memory.
+const galleryItemsSQL = `
+SELECT gi.memory_id, gi.memory_type, gi.position,
+       coalesce(p.meta_neon, false), coalesce(p.asset_blob, false), coalesce(p.meta_icp, false),
+       coalesce(p.asset_icp, false), coalesce(p.icp_complete, false), coalesce(p.sync_state, 'idle')
+FROM gallery_items gi
+LEFT JOIN LATERAL (
+	SELECT bool_or(e.artifact = 'metadata' AND e.backend = 'neon-db' AND e.present)      AS meta_neon,
+	       bool_or(e.artifact = 'asset' AND e.backend = 'vercel-blob' AND e.present)     AS asset_blob,
+	       bool_or(e.artifact = 'metadata' AND e.backend = 'icp-canister' AND e.present) AS meta_icp,
+	       bool_or(e.artifact = 'asset' AND e.backend = 'icp-canister' AND e.present)    AS asset_icp,
+	       bool_or(e.artifact = 'metadata' AND e.backend = 'icp-canister' AND e.present)
+	         AND (NOT bool_or(e.artifact = 'asset')
+	              OR bool_or(e.artifact = 'asset' AND e.backend = 'icp-canister' AND e.present)) AS icp_complete,
+	       CASE WHEN bool_or(e.sync_state = 'failed') THEN 'failed'
+	            WHEN bool_or(e.sync_state = 'migrating') THEN 'migrating'
+	            ELSE 'idle' END AS sync_state
+	FROM storage_edges e
+	WHERE e.memory_id = gi.memory_id AND e.memory_type = gi.memory_type
+) p ON true
+WHERE gi.gallery_id = $1
+%s
+ORDER BY gi.memory_id, gi.memory_type
+LIMIT $2`
+
+// Two statements rather than one with "$2 IS NULL OR ...": the OR would keep
+// the planner from turning the cursor into an index range bound.
+var (
+	galleryFirstPageSQL = fmt.Sprintf(galleryItemsSQL, "")
+	galleryNextPageSQL  = fmt.Sprintf(galleryItemsSQL, "  AND (gi.memory_id, gi.memory_type) > ($3::uuid, $4::memory_type_t)")
+)
+
+func (s *Server) galleryPresence(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !canonicalUUID(id) {
+		writeError(w, uuidError("gallery id", id))
+		return
+	}
+	q := r.URL.Query()
+	limit, ae := pageLimit(q.Get("limit"), 50, 500)
+	if ae != nil {
+		writeError(w, ae)
+		return
+	}
+	var after *galleryCursor
+	if c := q.Get("cursor"); c != "" {
+		after = new(galleryCursor)
+		if ae := decodeCursor(c, after); ae != nil {
+			writeError(w, ae)
+			return
+		}
+		if !canonicalUUID(after.MemoryID) || !oneOf(after.MemoryType, memoryTypes) {
+			writeError(w, badRequest("cursor is malformed: pass next_cursor from the previous page unchanged"))
+			return
+		}
+	}
+	fresh := false
+	if v := q.Get("fresh"); v != "" {
+		var err error
+		if fresh, err = strconv.ParseBool(v); err != nil {
+			writeError(w, badRequest("fresh must be true or false"))
+			return
+		}
+	}
+
+	batch := &pgx.Batch{}
+	batch.Queue(galleryCountsSQL, id, fresh)
+	if after == nil {
+		batch.Queue(galleryFirstPageSQL, id, limit+1)
+	} else {
+		batch.Queue(galleryNextPageSQL, id, limit+1, after.MemoryID, after.MemoryType)
+	}
+	br := s.pool.SendBatch(r.Context(), batch)
+	defer br.Close()
+
+	g := GalleryCounts{GalleryID: id}
+	err := br.QueryRow().Scan(&g.Source, &g.TotalMemories, &g.ICPCompleteMemories, &g.ICPComplete, &g.ICPAny, &g.Status, &g.AsOf)
+	if errors.Is(err, pgx.ErrNoRows) {
+		writeError(w, notFound("gallery "+id+" does not exist"))
+		return
+	}
+	if err != nil {
+		s.fail(w, r, fmt.Errorf("gallery counts: %w", err))
+		return
+	}
+	rows, err := br.Query()
+	if err != nil {
+		s.fail(w, r, fmt.Errorf("gallery items: %w", err))
+		return
+	}
+	items := make([]GalleryMemory, 0, limit+1)
+	for rows.Next() {
+		var m GalleryMemory
+		if err := rows.Scan(&m.MemoryID, &m.MemoryType, &m.Position, &m.MetaNeon, &m.AssetBlob, &m.MetaICP,
+			&m.AssetICP, &m.ICPComplete, &m.SyncState); err != nil {
+			rows.Close()
+			s.fail(w, r, fmt.Errorf("scan gallery item: %w", err))
+			return
+		}
+		items = append(items, m)
+	}
+	if err := rows.Err(); err != nil {
+		s.fail(w, r, fmt.Errorf("gallery items: %w", err))
+		return
+	}
+	var next *string
+	if len(items) > limit {
+		items = items[:limit]
+		last := items[len(items)-1]
+		c := encodeCursor(galleryCursor{MemoryID: last.MemoryID, MemoryType: last.MemoryType})
+		next = &c
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Gallery    GalleryCounts   `json:"gallery"`
+		Memories   []GalleryMemory `json:"memories"`
+		NextCursor *string         `json:"next_cursor"`
+	}{g, items, next})
+}
+
+// presenceOf computes a memory's presence from its edges exactly as the
+// memory_presence view does.
+func presenceOf(edges []Edge) Presence {
+	var p Presence
+	anyAsset := false
+	for _, e := range edges {
+		switch {
+		case e.Artifact == "metadata" && e.Backend == "neon-db":
+			p.MetaNeon = p.MetaNeon || e.Present
+		case e.Artifact == "asset" && e.Backend == "vercel-blob":
+			p.AssetBlob = p.AssetBlob || e.Present
+		case e.Artifact == "metadata" && e.Backend == "icp-canister":
+			p.MetaICP = p.MetaICP || e.Present
+		case e.Artifact == "asset" && e.Backend == "icp-canister":
+			p.AssetICP = p.AssetICP || e.Present
+		}
+		anyAsset = anyAsset || e.Artifact == "asset"
+	}
+	p.ICPComplete = p.MetaICP && (!anyAsset || p.AssetICP)
+	return p
+}
+
+func (s *Server) memoryPresence(w http.ResponseWriter, r *http.Request) {
+	typ, id, ok := memoryPath(w, r)
+	if !ok {
+		return
+	}
+	batch := &pgx.Batch{}
+	batch.Queue(`SELECT `+edgeColumns+` FROM storage_edges WHERE memory_id = $1 AND memory_type = $2::memory_type_t
+		ORDER BY artifact, backend`, id, typ)
+	t, mapped := s.table(typ)
+	if mapped {
+		batch.Queue(`SELECT EXISTS (SELECT 1 FROM `+quoteTable(t.Name)+` WHERE id = $1::uuid)`, id)
+	}
+	br := s.pool.SendBatch(r.Context(), batch)
+	defer br.Close()
+	rows, err := br.Query()
+	if err != nil {
+		s.fail(w, r, fmt.Errorf("memory edges: %w", err))
+		return
+	}
+	edges, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Edge, error) { return scanEdge(row) })
+	if err != nil {
+		s.fail(w, r, fmt.Errorf("memory edges: %w", err))
+		return
+	}
+	exists := false
+	if mapped {
+		if err := br.QueryRow().Scan(&exists); err != nil {
+			s.fail(w, r, fmt.Errorf("memory row: %w", err))
+			return
+		}
+	}
+	if !exists && len(edges) == 0 {
+		writeError(w, notFound(typ+" "+id+" does not exist and has no edges"))
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		MemoryID   string   `json:"memory_id"`
+		MemoryType string   `json:"memory_type"`
+		Exists     bool     `json:"exists"`
+		Presence   Presence `json:"presence"`
+		Edges      []Edge   `json:"edges"`
+	}{id, typ, exists, presenceOf(edges), edges})
+}
+
+// memoryPath validates the {type} and {id} of a memory route, answering 400
+// itself when they are bad.
+func memoryPath(w http.ResponseWriter, r *http.Request) (typ, id string, ok bool) {
+	typ, id = r.PathValue("type"), r.PathValue("id")
+	if !oneOf(typ, memoryTypes) {
+		writeError(w, enumError("memory type", typ, memoryTypes))
+		return "", "", false
+	}
+	if !canonicalUUID(id) {
+		writeError(w, uuidError("memory id", id))
+		return "", "", false
+	}
+	return typ, id, true
+}

@@ -1,0 +1,89 @@
+package api
+
+import (
+	"net/http"
+	"strings"
+)
+
+// route is one entry of the API. The mux and the OpenAPI conformance test both
+// read routeTable, so a route cannot exist undocumented or the reverse.
+type route struct {
+	method  string
+	path    string // net/http pattern path; {name} segments as in OpenAPI
+	write   bool   // needs the admin token
+	stream  bool   // long-lived: no handler deadline, no body
+	handler func(s *Server, w http.ResponseWriter, r *http.Request)
+}
+
+func routeTable() []route {
+	return []route{
+		{method: http.MethodPut, path: "/api/storage/edges", write: true, handler: (*Server).putEdge},
+		{method: http.MethodGet, path: "/api/galleries/{id}/presence", handler: (*Server).galleryPresence},
+		{method: http.MethodGet, path: "/api/memories/{type}/{id}/presence", handler: (*Server).memoryPresence},
+		{method: http.MethodGet, path: "/api/storage/sync-status", handler: (*Server).syncStatus},
+		{method: http.MethodGet, path: "/api/storage/sync-status/stream", stream: true, handler: (*Server).syncStream},
+		{method: http.MethodPost, path: "/api/galleries/{id}/store-forever", write: true, handler: (*Server).storeForeverGallery},
+		{method: http.MethodPost, path: "/api/memories/{type}/{id}/store-forever", write: true, handler: (*Server).storeForeverMemory},
+		{method: http.MethodPost, path: "/admin/reconcile", write: true, handler: (*Server).startReconcile},
+		{method: http.MethodGet, path: "/admin/reconcile/{run_id}", handler: (*Server).getReconcile},
+		{method: http.MethodGet, path: "/api/health/backends", handler: (*Server).backends},
+		{method: http.MethodGet, path: "/healthz", handler: (*Server).healthz},
+		{method: http.MethodGet, path: "/readyz", handler: (*Server).readyz},
+		{method: http.MethodGet, path: "/metrics", handler: (*Server).serveMetrics},
+	}
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range routeTable() {
+		fn := rt.handler
+		var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fn(s, w, r) })
+		if !rt.stream {
+			h = s.withDeadline(h)
+		}
+		h = s.withBodyLimit(h)
+		if rt.write {
+			h = s.withToken(h)
+		}
+		mux.Handle(rt.method+" "+rt.path, h)
+	}
+	return s.withRequestID(s.withAccessLog(s.withRecover(jsonMuxErrors(mux))))
+}
+
+// jsonMuxErrors gives the mux's own 404 and 405 answers (plain text from
+// http.Error) the contract's error shape; handlers' JSON answers pass as they
+// are.
+func jsonMuxErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.ServeHTTP(&muxErrorWriter{ResponseWriter: w}, r)
+	})
+}
+
+type muxErrorWriter struct {
+	http.ResponseWriter
+	replaced bool
+}
+
+func (m *muxErrorWriter) WriteHeader(code int) {
+	plain := strings.HasPrefix(m.Header().Get("Content-Type"), "text/plain")
+	if plain && (code == http.StatusNotFound || code == http.StatusMethodNotAllowed) {
+		m.replaced = true
+		e := notFound("no such route")
+		if code == http.StatusMethodNotAllowed {
+			e = &apiError{Status: code, Code: "method_not_allowed", Message: "method not allowed; see the Allow header"}
+		}
+		writeError(m.ResponseWriter, e)
+		return
+	}
+	m.ResponseWriter.WriteHeader(code)
+}
+
+func (m *muxErrorWriter) Write(b []byte) (int, error) {
+	if m.replaced {
+		return len(b), nil
+	}
+	return m.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (SSE deadlines).
+func (m *muxErrorWriter) Unwrap() http.ResponseWriter { return m.ResponseWriter }

@@ -1,0 +1,117 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"net/http"
+	"time"
+)
+
+// syncStream serves GET /api/storage/sync-status/stream. It is exempt from the
+// handler deadline and lifts the server's connection deadlines, setting one
+// per write instead, so a healthy stream lives as long as the client wants
+// and a stuck one is cut after SSEWriteTimeout.
+func (s *Server) syncStream(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	backend, state := q.Get("backend"), q.Get("state")
+	if backend != "" && !oneOf(backend, backends) {
+		writeError(w, enumError("backend", backend, backends))
+		return
+	}
+	if state != "" && !oneOf(state, syncStates) {
+		writeError(w, enumError("state", state, syncStates))
+		return
+	}
+	lastID := r.Header.Get("Last-Event-ID")
+	if lastID == "" {
+		lastID = q.Get("last_event_id") // for clients that cannot set headers
+	}
+	sub, backlog, reset := s.hub.subscribe(lastID, backend, state)
+	if sub == nil {
+		writeError(w, unavailable("the server is shutting down"))
+		return
+	}
+	defer s.hub.unsubscribe(sub)
+
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // proxies must not buffer a stream
+	w.WriteHeader(http.StatusOK)
+
+	bw := bufio.NewWriterSize(w, 8<<10)
+	flush := func() bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.SSEWriteTimeout))
+		if bw.Flush() != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	bw.WriteString("retry: 2000\n: connected\n\n")
+	if reset {
+		bw.WriteString("event: reset\ndata: {\"reason\":\"last_event_id_unknown\"}\n\n")
+	}
+	for _, ev := range backlog {
+		writeEvent(bw, ev)
+	}
+	if !flush() {
+		return
+	}
+	keepAlive := time.NewTicker(s.cfg.SSEKeepAlive)
+	defer keepAlive.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-keepAlive.C:
+			bw.WriteString(": keep-alive\n\n")
+			if !flush() {
+				return
+			}
+		case ev, ok := <-sub.ch:
+			if !ok {
+				if sub.reason != "" {
+					bw.WriteString(": " + sub.reason + "\n\n")
+					flush()
+				}
+				return
+			}
+			writeEvent(bw, ev)
+			// Batch what is already queued into one flush.
+			for more := true; more; {
+				select {
+				case ev, ok := <-sub.ch:
+					if !ok {
+						more = false
+						break
+					}
+					writeEvent(bw, ev)
+				default:
+					more = false
+				}
+			}
+			if !flush() {
+				return
+			}
+		}
+	}
+}
+
+func writeEvent(bw *bufio.Writer, ev *event) {
+	if ev.name != "" {
+		bw.WriteString("event: " + ev.name + "\n")
+	}
+	if ev.id != "" {
+		bw.WriteString("id: " + ev.id + "\n")
+	}
+	// A data field cannot hold a newline: each line gets its own field.
+	for _, line := range bytes.Split(bytes.TrimRight(ev.data, "\r\n"), []byte("\n")) {
+		bw.WriteString("data: ")
+		bw.Write(bytes.TrimSuffix(line, []byte("\r")))
+		bw.WriteByte('\n')
+	}
+	bw.WriteByte('\n')
+}
