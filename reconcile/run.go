@@ -11,6 +11,10 @@ var (
 	ErrAlreadyRunning = errors.New("a reconcile run is already running")
 	// ErrRunNotFound is returned by Get for an unknown run id (HTTP 404).
 	ErrRunNotFound = errors.New("reconcile run not found")
+	// ErrBadRunID is returned by Get when the id is not a UUID (HTTP 400).
+	ErrBadRunID = errors.New("reconcile run id is not a UUID")
+	// ErrShuttingDown is returned by Start once Wait has begun the shutdown.
+	ErrShuttingDown = errors.New("reconcile service is shutting down")
 )
 
 // Triggers of a run, as recorded in reconcile_runs.trigger.
