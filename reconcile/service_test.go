@@ -17,10 +17,10 @@ import (
 // afterwards. The counts in the comments add up to the expected reports.
 type damaged struct {
 	deletedImage, deletedNote string // orphans whose icp edges the policy decides about
-	stuckRetry, stuckGiveUp       string // image ids with stuck icp metadata edges
-	stuckNoRow, stuckRecent       string
-	failedDue, failedLater        string
-	failedSpent                   string
+	stuckRetry, stuckGiveUp   string // image ids with stuck icp metadata edges
+	stuckNoRow, stuckRecent   string
+	failedDue, failedLater    string
+	failedSpent               string
 }
 
 func seedDamage(e *env) damaged {
@@ -64,12 +64,12 @@ func seedDamage(e *env) damaged {
 
 	// orphans: 4 with policy keep, 6 with delete
 	d.deletedImage = e.str(`SELECT gen_random_uuid()::text`)
-	e.web2(d.deletedImage, "image", "https://blob/gone", 1) // 2
+	e.web2(d.deletedImage, "image", "https://blob/gone", 1)                                                                   // 2
 	e.edge(edge{memoryID: d.deletedImage, memoryType: "image", artifact: "metadata", backend: "icp-canister", present: true}) // +1 delete
 	d.deletedNote = e.str(`SELECT gen_random_uuid()::text`)
-	e.web2(d.deletedNote, "note", "", 0) // 1
+	e.web2(d.deletedNote, "note", "", 0)                                                                                    // 1
 	e.edge(edge{memoryID: d.deletedNote, memoryType: "note", artifact: "metadata", backend: "icp-canister", present: true}) // +1 delete
-	e.web2(e.str(`SELECT gen_random_uuid()::text`), "video", "", 0) // 1
+	e.web2(e.str(`SELECT gen_random_uuid()::text`), "video", "", 0)                                                         // 1
 
 	// stuck: 3 (icp edges of live memories, so the policy plays no part)
 	icp := func(id, mt, state string, age time.Duration) {
@@ -259,11 +259,11 @@ func TestService_Metrics(t *testing.T) {
 		}
 	}
 	for k, v := range map[string]float64{
-		`edgesync_reconcile_runs_total{result="dry_run"}`: 1,
-		`edgesync_reconcile_runs_total{result="ok"}`:      1,
-		`edgesync_reconcile_runs_total{result="error"}`:   0,
-		`edgesync_reconcile_found_total{kind="orphans"}`:  8,
-		`edgesync_reconcile_found_total{kind="missing"}`:  10,
+		`edgesync_reconcile_runs_total{result="dry_run"}`:  1,
+		`edgesync_reconcile_runs_total{result="ok"}`:       1,
+		`edgesync_reconcile_runs_total{result="error"}`:    0,
+		`edgesync_reconcile_found_total{kind="orphans"}`:   8,
+		`edgesync_reconcile_found_total{kind="missing"}`:   10,
 		`edgesync_reconcile_found_total{kind="icp_drift"}`: 0,
 		`edgesync_reconcile_duration_seconds`:              2,
 	} {
