@@ -259,3 +259,9 @@ func (r *Reader) change(ctx context.Context, out chan<- Item, op Op, relID uint3
 	}
 	return r.emit(ctx, Item{Kind: KindChange, Txn: r.txn, Change: c}, out)
 }
+
+// SendFinalStatus reports the tracker's confirmed position once more after Run
+// has returned (on shutdown, after the sinks drained).
+func (r *Reader) SendFinalStatus(ctx context.Context) error {
+	return r.sendStatus(ctx)
+}

@@ -108,3 +108,11 @@ func (t *Tracker) idle(walEnd LSN) {
 		t.confirmed = walEnd
 	}
 }
+
+// Drained reports whether every sealed transaction is confirmed: what is left
+// (if anything) is a transaction still being received.
+func (t *Tracker) Drained() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.q) == 0 || !t.q[0].sealed
+}

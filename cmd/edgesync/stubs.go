@@ -2,6 +2,5 @@ package main
 
 import "github.com/spf13/cobra"
 
-func (a *app) runCmd() *cobra.Command       { return &cobra.Command{Use: "run", Hidden: true} }
 func (a *app) statusCmd() *cobra.Command    { return &cobra.Command{Use: "status", Hidden: true} }
 func (a *app) reconcileCmd() *cobra.Command { return &cobra.Command{Use: "reconcile", Hidden: true} }

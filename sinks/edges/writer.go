@@ -23,6 +23,10 @@ type Op struct {
 	URLKnown bool
 	URL      *string
 	Size     *int64
+	// hadURL: an earlier change collapsed into this one set a URL, so a
+	// null URL now must leave a not-present asset edge, as it would have had
+	// the changes been written one by one.
+	hadURL bool
 }
 
 // Stats counts what a write did.
@@ -77,6 +81,9 @@ func Collapse(ops []Op) []Op {
 			if !op.Delete && !op.URLKnown && !prev.Delete && prev.URLKnown {
 				op.URLKnown, op.URL, op.Size = true, prev.URL, prev.Size
 			}
+			if !op.Delete && !prev.Delete && (prev.URL != nil || prev.hadURL) {
+				op.hadURL = true
+			}
 			out[i] = op
 			continue
 		}
@@ -88,7 +95,8 @@ func Collapse(ops []Op) []Op {
 
 const upsertSQL = `
 WITH i AS (
-    SELECT * FROM unnest($1::uuid[], $2::memory_type_t[], $3::text[], $4::bool[], $5::bigint[]) AS t(id, typ, url, known, size)
+    SELECT * FROM unnest($1::uuid[], $2::memory_type_t[], $3::text[], $4::bool[], $5::bigint[], $6::bool[])
+        AS t(id, typ, url, known, size, tomb)
 ), meta AS (
     INSERT INTO storage_edges (memory_id, memory_type, artifact, backend, present, last_synced_at)
     SELECT id, typ, 'metadata', 'neon-db', true, now() FROM i
@@ -98,17 +106,18 @@ WITH i AS (
     RETURNING (xmax = 0) AS inserted
 ), blob AS (
     INSERT INTO storage_edges (memory_id, memory_type, artifact, backend, present, location, size_bytes, last_synced_at)
-    SELECT id, typ, 'asset', 'vercel-blob', true, url, size, now() FROM i WHERE known AND url IS NOT NULL
+    SELECT id, typ, 'asset', 'vercel-blob', url IS NOT NULL, url, size, now() FROM i WHERE known AND (url IS NOT NULL OR tomb)
     ON CONFLICT (memory_id, memory_type, artifact, backend) DO UPDATE
-        SET present = true, location = excluded.location, size_bytes = excluded.size_bytes, last_synced_at = now()
+        SET present = excluded.present, location = excluded.location, size_bytes = excluded.size_bytes, last_synced_at = now()
         WHERE (storage_edges.present, storage_edges.location, storage_edges.size_bytes)
-              IS DISTINCT FROM (true, excluded.location, excluded.size_bytes)
+              IS DISTINCT FROM (excluded.present, excluded.location, excluded.size_bytes)
     RETURNING (xmax = 0) AS inserted
 ), unblob AS (
-    UPDATE storage_edges e SET present = false, location = NULL, last_synced_at = now()
+    UPDATE storage_edges e SET present = false, location = NULL, size_bytes = i.size, last_synced_at = now()
     FROM i
-    WHERE i.known AND i.url IS NULL AND e.memory_id = i.id AND e.memory_type = i.typ
-      AND e.artifact = 'asset' AND e.backend = 'vercel-blob' AND (e.present OR e.location IS NOT NULL)
+    WHERE i.known AND i.url IS NULL AND NOT i.tomb AND e.memory_id = i.id AND e.memory_type = i.typ
+      AND e.artifact = 'asset' AND e.backend = 'vercel-blob'
+      AND (e.present, e.location, e.size_bytes) IS DISTINCT FROM (false, NULL::text, i.size)
     RETURNING 1
 )
 SELECT (SELECT count(*) FILTER (WHERE inserted) FROM meta) + (SELECT count(*) FILTER (WHERE inserted) FROM blob),
@@ -127,7 +136,7 @@ func (w *Writer) Apply(ctx context.Context, ops []Op) (Stats, error) {
 	var (
 		uIDs, uTypes, dIDs, dTypes []string
 		urls                       []*string
-		known                      []bool
+		known, tomb                []bool
 		sizes                      []*int64
 	)
 	for _, op := range ops {
@@ -137,10 +146,11 @@ func (w *Writer) Apply(ctx context.Context, ops []Op) (Stats, error) {
 		}
 		uIDs, uTypes = append(uIDs, op.MemoryID), append(uTypes, op.MemoryType)
 		urls, known, sizes = append(urls, op.URL), append(known, op.URLKnown), append(sizes, op.Size)
+		tomb = append(tomb, op.hadURL && op.URL == nil)
 	}
 	err := pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
 		if len(uIDs) > 0 {
-			if err := tx.QueryRow(ctx, upsertSQL, uIDs, uTypes, urls, known, sizes).Scan(&st.Created, &st.Updated); err != nil {
+			if err := tx.QueryRow(ctx, upsertSQL, uIDs, uTypes, urls, known, sizes, tomb).Scan(&st.Created, &st.Updated); err != nil {
 				return fmt.Errorf("upsert %d memories' edges: %w", len(uIDs), err)
 			}
 		}

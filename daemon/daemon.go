@@ -1,0 +1,270 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pgx/v5/pgxpool"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/edgesync/edgesync/cdc"
+	"github.com/edgesync/edgesync/config"
+	"github.com/edgesync/edgesync/internal/api"
+	"github.com/edgesync/edgesync/internal/natsserver"
+)
+
+// NewLogger builds the zap logger of the configuration.
+func NewLogger(cfg config.Config, w zapcore.WriteSyncer) (*zap.Logger, error) {
+	var level zapcore.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return nil, err
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.TimeKey, encCfg.EncodeTime = "ts", zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if cfg.LogFormat == "console" {
+		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	} else {
+		enc = zapcore.NewJSONEncoder(encCfg)
+	}
+	core := zapcore.NewCore(enc, w, level)
+	// Repeated messages are sampled so an error loop cannot flood the log.
+	core = zapcore.NewSamplerWithOptions(core, time.Second, 20, 100)
+	return zap.New(core, zap.AddCaller()), nil
+}
+
+// Daemon is `edgesync run`: it owns every long-running part.
+type Daemon struct {
+	cfg      config.Config
+	log      *zap.Logger
+	pool     *pgxpool.Pool
+	nc       *natsgo.Conn
+	embedded *natsserver.Server
+	reg      *prometheus.Registry
+	metrics  *Metrics
+	api      *api.Server
+	http     *http.Server
+	listener net.Listener
+	leader   atomic.Bool
+	ready    atomic.Bool
+}
+
+// New connects to Postgres and NATS (starting the embedded server when no URL
+// is configured) and binds the HTTP listener, so Run only runs.
+func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, error) {
+	d := &Daemon{cfg: cfg, log: log, reg: NewRegistry()}
+	ok := false
+	defer func() {
+		if !ok {
+			d.close()
+		}
+	}()
+	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "edgesync"
+	if pcfg.MaxConns < 8 {
+		pcfg.MaxConns = 8
+	}
+	d.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = d.pool.Ping(pctx)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	natsURL := cfg.NATSURL
+	if natsURL == "" {
+		dir := filepath.Join(cfg.DataDir, "nats")
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("embedded NATS: create %s (set EDGESYNC_DATA_DIR to a writable directory): %w", dir, err)
+		}
+		port := 4222
+		if l, err := net.Listen("tcp", "127.0.0.1:4222"); err == nil {
+			l.Close()
+		} else {
+			port = -1
+		}
+		d.embedded, err = natsserver.Start(natsserver.Options{Port: port, StoreDir: dir})
+		if err != nil {
+			return nil, err
+		}
+		natsURL = d.embedded.URL()
+		log.Info("EDGESYNC_NATS_URL is empty: started an embedded NATS server with JetStream (development only)",
+			zap.String("url", natsURL), zap.String("store_dir", dir))
+	}
+	opts := []natsgo.Option{natsgo.Name("edgesync"), natsgo.MaxReconnects(-1), natsgo.ReconnectWait(250 * time.Millisecond),
+		natsgo.RetryOnFailedConnect(true), natsgo.Timeout(5 * time.Second)}
+	if cfg.NATSCredsFile != "" {
+		opts = append(opts, natsgo.UserCredentials(cfg.NATSCredsFile))
+	}
+	d.nc, err = natsgo.Connect(natsURL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", config.RedactURL(natsURL), err)
+	}
+	d.metrics = NewMetrics(d.reg)
+	d.api = api.New(api.Config{AdminToken: cfg.AdminToken, Tables: apiTables(cfg.Tables)}, api.Deps{
+		Pool:     d.pool,
+		Logger:   log,
+		Registry: d.reg,
+		Metrics:  promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}),
+		Ready:    d.ready.Load,
+		Backends: d.backendChecks(),
+	})
+	if cfg.AdminToken == "" {
+		log.Warn("EDGESYNC_ADMIN_TOKEN is empty: write and admin endpoints answer 403 until it is set")
+	}
+	d.http = d.api.HTTPServer(cfg.HTTPAddr)
+	d.listener, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on EDGESYNC_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
+	}
+	ok = true
+	return d, nil
+}
+
+func apiTables(ts []config.Table) []api.Table {
+	out := make([]api.Table, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, api.Table(t))
+	}
+	return out
+}
+
+func (d *Daemon) backendChecks() []api.BackendCheck {
+	return []api.BackendCheck{
+		{Name: "postgres", Check: api.PoolCheck(d.pool)},
+		{Name: "nats", Check: func(ctx context.Context) error {
+			if d.nc == nil || !d.nc.IsConnected() {
+				return errors.New("not connected")
+			}
+			_, err := d.nc.RTT()
+			return err
+		}},
+	}
+}
+
+// Addr is the HTTP listener's address.
+func (d *Daemon) Addr() string { return d.listener.Addr().String() }
+
+// Run serves until ctx ends, then shuts down in order within the configured
+// timeout: stop reading WAL and drain the sinks, stop HTTP, drain NATS.
+func (d *Daemon) Run(ctx context.Context) error {
+	defer d.close()
+	var wg sync.WaitGroup
+	httpErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := d.http.Serve(d.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			httpErr <- err
+		}
+	}()
+	d.ready.Store(true)
+	d.log.Info("edgesync running", zap.String("http", d.Addr()), zap.String("slot", d.cfg.Slot))
+
+	leader := NewLeader(d.cfg.DatabaseURL, d.cfg.Slot, time.Second, d.log.With(zap.String("component", "leader")), func(is bool) {
+		d.leader.Store(is)
+		if is {
+			d.metrics.Leader.Set(1)
+		} else {
+			d.metrics.Leader.Set(0)
+		}
+	})
+	wg.Add(1)
+	leaderDone := make(chan struct{})
+	go func() {
+		defer wg.Done()
+		defer close(leaderDone)
+		_ = leader.Run(ctx, d.lead)
+	}()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-httpErr:
+	}
+	<-leaderDone // the pipeline drains inside lead
+	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_ = d.http.Shutdown(sctx)
+	wg.Wait()
+	if d.nc != nil {
+		_ = d.nc.Drain()
+	}
+	d.log.Info("edgesync stopped")
+	return err
+}
+
+// lead runs the leader's work until lctx ends: the pipeline, restarted with
+// backoff after errors (never giving up), and whatever else only the leader
+// does.
+func (d *Daemon) lead(lctx context.Context) {
+	log := d.log.With(zap.String("component", "pipeline"))
+	hub := d.api.Events()
+	p := NewPipeline(PipelineConfig{
+		DatabaseURL:       d.cfg.DatabaseURL,
+		Slot:              d.cfg.Slot,
+		Publication:       d.cfg.Publication,
+		Stream:            d.cfg.Stream,
+		SubjectPrefix:     d.cfg.SubjectPrefix,
+		Tables:            d.cfg.Tables,
+		SnapshotEvents:    d.cfg.SnapshotEvents,
+		DeleteICPEdges:    d.cfg.ICPEdgesOnDelete == "delete",
+		HeartbeatInterval: d.cfg.HeartbeatInterval,
+		DrainTimeout:      d.cfg.ShutdownTimeout / 2,
+	}, d.pool, d.nc, d.metrics, Hooks{
+		EdgeChanged: func(ev EdgeEvent) { hub.Publish(ev.ID, ev.Data) },
+	}, log)
+	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(30*time.Second), backoff.WithMaxElapsedTime(0))
+	for lctx.Err() == nil {
+		started := time.Now()
+		err := p.Run(lctx)
+		if lctx.Err() != nil {
+			return
+		}
+		if time.Since(started) > time.Minute {
+			bo.Reset()
+		}
+		wait := bo.NextBackOff()
+		d.metrics.Restarts.Inc()
+		log.Error("pipeline stopped; restarting from the confirmed LSN", zap.Error(err), zap.Duration("retry_in", wait))
+		if cdc.IsSlotGone(err) {
+			wait = 0 // the next session notices the lost slot and re-creates it
+		}
+		sleep(lctx, wait)
+	}
+}
+
+func (d *Daemon) close() {
+	if d.listener != nil {
+		d.listener.Close()
+	}
+	if d.nc != nil {
+		d.nc.Close()
+	}
+	if d.embedded != nil {
+		d.embedded.Shutdown()
+	}
+	if d.pool != nil {
+		d.pool.Close()
+	}
+}

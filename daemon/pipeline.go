@@ -1,0 +1,433 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	natsgo "github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/edgesync/edgesync/cdc"
+	"github.com/edgesync/edgesync/config"
+	"github.com/edgesync/edgesync/sinks/edges"
+	natssink "github.com/edgesync/edgesync/sinks/nats"
+)
+
+// PipelineConfig is what one CDC pipeline needs.
+type PipelineConfig struct {
+	DatabaseURL       string
+	Slot              string
+	Publication       string
+	Stream            string
+	SubjectPrefix     string
+	Tables            []config.Table
+	SnapshotEvents    bool
+	DeleteICPEdges    bool
+	HeartbeatInterval time.Duration
+	StatusInterval    time.Duration
+	SnapshotChunk     int
+	// DrainTimeout bounds how long shutdown waits for in-flight changes.
+	DrainTimeout time.Duration
+}
+
+// Hooks let other components follow the stream; each must return quickly.
+type Hooks struct {
+	// EdgeChanged sees every storage_edges event (its id and JSON envelope).
+	EdgeChanged func(ev EdgeEvent)
+	// GalleryChanged is called with a gallery whose items changed ("" = all).
+	GalleryChanged func(galleryID string)
+	// SlotLost is called after a lost slot was re-created and re-snapshotted.
+	SlotLost func()
+}
+
+// EdgeEvent is one storage_edges change as the pipeline published it.
+type EdgeEvent struct {
+	ID         string
+	Data       []byte
+	Op         cdc.Op
+	MemoryID   string
+	MemoryType string
+	Backend    string
+	Artifact   string
+	SyncState  string // after the change; "" on delete
+}
+
+// Pipeline is one leader's CDC session factory: Run sets up the slot, takes
+// the initial snapshot when needed and streams until an error.
+type Pipeline struct {
+	cfg     PipelineConfig
+	pool    *pgxpool.Pool
+	nc      *natsgo.Conn
+	log     *zap.Logger
+	metrics *Metrics
+	hooks   Hooks
+	tables  map[string]config.Table // by schema-qualified name
+}
+
+// NewPipeline returns a pipeline; it connects nothing.
+func NewPipeline(cfg PipelineConfig, pool *pgxpool.Pool, nc *natsgo.Conn, m *Metrics, hooks Hooks, log *zap.Logger) *Pipeline {
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = 2 * time.Second
+	}
+	if cfg.SnapshotChunk <= 0 {
+		cfg.SnapshotChunk = 5000
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 5 * time.Second
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 30 * time.Second
+	}
+	t := map[string]config.Table{}
+	for _, tb := range cfg.Tables {
+		t[qualify(tb.Name)] = tb
+	}
+	return &Pipeline{cfg: cfg, pool: pool, nc: nc, log: log, metrics: m, hooks: hooks, tables: t}
+}
+
+func qualify(name string) string {
+	if strings.Contains(name, ".") {
+		return name
+	}
+	return "public." + name
+}
+
+// publishedTables are the tables of the publication: memory tables,
+// gallery_items and storage_edges.
+func (p *Pipeline) publishedTables() []string {
+	var out []string
+	for _, t := range p.cfg.Tables {
+		out = append(out, t.Name)
+	}
+	return append(out, "gallery_items", "storage_edges")
+}
+
+// Run is one session. It returns when ctx ends (nil) or on the first error.
+func (p *Pipeline) Run(ctx context.Context) error {
+	log := p.log
+	if err := cdc.CheckServer(ctx, p.pool, p.cfg.Slot); err != nil {
+		return err
+	}
+	if err := cdc.EnsurePublication(ctx, p.pool, p.cfg.Publication, p.publishedTables()); err != nil {
+		return err
+	}
+	if err := p.warnForeignTables(ctx); err != nil {
+		return err
+	}
+	st, err := loadState(ctx, p.pool, p.cfg.Slot)
+	if err != nil {
+		return err
+	}
+	var dbName string
+	if err := p.pool.QueryRow(ctx, "SELECT current_database()").Scan(&dbName); err != nil {
+		return err
+	}
+	slot, err := cdc.ReadSlot(ctx, p.pool, p.cfg.Slot)
+	if err != nil {
+		return err
+	}
+	lost := false
+	if slot.Exists {
+		if err := slot.Check(p.cfg.Slot, dbName); err != nil {
+			if !errors.Is(err, cdc.ErrSlotLost) {
+				return err
+			}
+			lost = true
+			if err := cdc.DropSlot(ctx, p.pool, p.cfg.Slot); err != nil {
+				return err
+			}
+			slot.Exists = false
+		}
+		if slot.Active && slot.ActivePID != 0 {
+			// We hold the leader lock, so the slot's reader is a dead
+			// leader's walsender that the server has not noticed yet.
+			if err := p.terminateReader(ctx, slot.ActivePID); err != nil {
+				return err
+			}
+		}
+	} else if st.ConfirmedLSN != 0 || st.SnapshotState != "pending" {
+		lost = true // we had a slot and it is gone (Neon drops idle ones)
+	}
+	if lost {
+		p.metrics.SlotLost.Inc()
+		log.Error("replication slot lost: re-creating it, re-snapshotting and requesting a reconcile; changes made while it was gone are recovered by the snapshot",
+			zap.String("slot", p.cfg.Slot), zap.String("last_confirmed_lsn", st.ConfirmedLSN.String()))
+		p.publishSlotLost(ctx, st.ConfirmedLSN)
+		if err := resetState(ctx, p.pool, p.cfg.Slot); err != nil {
+			return err
+		}
+		st = state{SnapshotState: "pending"}
+	}
+
+	rc, err := cdc.ConnectReplication(ctx, p.cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("replication connection: %w", err)
+	}
+	defer rc.Close(context.Background())
+
+	pub, err := natssink.NewPublisher(p.nc, natssink.Config{})
+	if err != nil {
+		return err
+	}
+	if _, err := natssink.EnsureStream(ctx, pub.JetStream(), natssink.StreamConfig{Name: p.cfg.Stream, SubjectPrefix: p.cfg.SubjectPrefix}); err != nil {
+		return err
+	}
+	writer := edges.NewWriter(p.pool, edges.Config{DeleteICPEdges: p.cfg.DeleteICPEdges})
+	batcher := edges.NewBatcher(writer, p.countEdges)
+
+	// Sinks outlive the reader on shutdown so they can drain; the reader and
+	// consumer stop first.
+	sinkCtx, stopSinks := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSinks()
+	readCtx, stopRead := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRead()
+	errc := make(chan error, 8)
+	var sinks, readers sync.WaitGroup
+	spawn := func(wg *sync.WaitGroup, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- err
+			}
+		}()
+	}
+	fail := func(err error) error {
+		stopRead()
+		stopSinks()
+		readers.Wait()
+		sinks.Wait()
+		if errors.Is(err, natssink.ErrPublish) {
+			p.metrics.PublishErrors.Inc()
+		}
+		return err
+	}
+	spawn(&sinks, func() error { return pub.Run(sinkCtx) })
+	spawn(&sinks, func() error { return batcher.Run(sinkCtx) })
+
+	// Setup steps below run on this goroutine; a sink failure meanwhile
+	// surfaces through errc.
+	setupCtx, setupDone := context.WithCancel(ctx)
+	go func() {
+		select {
+		case err := <-errc:
+			errc <- err
+			setupDone()
+		case <-setupCtx.Done():
+		}
+	}()
+	var start cdc.LSN
+	switch {
+	case !slot.Exists:
+		res, err := cdc.CreateSlot(setupCtx, rc, p.cfg.Slot)
+		if err != nil {
+			setupDone()
+			return fail(err)
+		}
+		cp, _ := parseLSN(res.ConsistentPoint)
+		log.Info("created replication slot; taking the initial snapshot in its exported snapshot",
+			zap.String("slot", p.cfg.Slot), zap.String("consistent_point", res.ConsistentPoint))
+		if err := markSlotCreated(setupCtx, p.pool, p.cfg.Slot, cp); err != nil {
+			setupDone()
+			return fail(err)
+		}
+		if err := p.snapshot(setupCtx, writer, pub, res.SnapshotName, cp, state{SnapshotState: "pending"}); err != nil {
+			setupDone()
+			return fail(err)
+		}
+		start = cp
+	case st.SnapshotState != "done":
+		// Interrupted snapshot: its exported snapshot is gone. Backfilling
+		// from the current rows and then streaming the slot from its start
+		// still converges (DESIGN decision 5).
+		log.Warn("resuming an interrupted initial snapshot from the current rows", zap.String("slot", p.cfg.Slot),
+			zap.String("table", st.SnapshotTable))
+		if err := p.snapshot(setupCtx, writer, pub, "", slot.ConfirmedFlush, st); err != nil {
+			setupDone()
+			return fail(err)
+		}
+		start = slot.ConfirmedFlush
+	default:
+		start = slot.ConfirmedFlush
+	}
+	setupDone()
+	if ctx.Err() != nil {
+		return fail(nil)
+	}
+	if lost && p.hooks.SlotLost != nil {
+		p.hooks.SlotLost()
+	}
+
+	tracker := cdc.NewTracker(start)
+	reader := cdc.NewReader(cdc.ReaderConfig{Slot: p.cfg.Slot, Publication: p.cfg.Publication, StatusInterval: p.cfg.StatusInterval}, rc, tracker, log)
+	items := make(chan cdc.Item, 1024)
+	spawn(&readers, func() error { return reader.Run(readCtx, 0, items) })
+	spawn(&readers, func() error { return p.consume(readCtx, items, tracker, batcher, pub) })
+	spawn(&readers, func() error { return p.heartbeat(readCtx) })
+	spawn(&readers, func() error { return p.recordProgress(readCtx, tracker) })
+	log.Info("streaming", zap.String("slot", p.cfg.Slot), zap.String("from", start.String()))
+
+	select {
+	case err := <-errc:
+		return fail(err)
+	case <-ctx.Done():
+	}
+	// Drain in order: stop reading WAL, let the sinks finish what was
+	// received, confirm the last durable LSN, then stop the sinks.
+	stopRead()
+	readers.Wait()
+	deadline := time.Now().Add(p.cfg.DrainTimeout)
+	for !tracker.Drained() && time.Now().Before(deadline) {
+		select {
+		case err := <-errc:
+			return fail(err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	stopSinks()
+	sinks.Wait()
+	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := reader.SendFinalStatus(fctx); err != nil {
+		log.Warn("final standby status", zap.Error(err))
+	}
+	_ = saveConfirmed(fctx, p.pool, p.cfg.Slot, tracker.Confirmed())
+	log.Info("pipeline drained", zap.String("confirmed_lsn", tracker.Confirmed().String()), zap.Bool("complete", tracker.Drained()))
+	return nil
+}
+
+func (p *Pipeline) terminateReader(ctx context.Context, pid int) error {
+	p.log.Warn("the slot is still held by another walsender (a previous leader); terminating it", zap.Int("pid", pid))
+	if _, err := p.pool.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+		return fmt.Errorf("terminate the previous reader of slot %s (pid %d): %w", p.cfg.Slot, pid, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		s, err := cdc.ReadSlot(ctx, p.pool, p.cfg.Slot)
+		if err != nil {
+			return err
+		}
+		if !s.Active {
+			return nil
+		}
+		sleep(ctx, 50*time.Millisecond)
+	}
+	return fmt.Errorf("%w: slot %s is still active for pid %d", cdc.ErrSlotInUse, p.cfg.Slot, pid)
+}
+
+func (p *Pipeline) countEdges(st edges.Stats) {
+	if st.Created > 0 {
+		p.metrics.EdgesWritten.WithLabelValues("created").Add(float64(st.Created))
+	}
+	if st.Updated > 0 {
+		p.metrics.EdgesWritten.WithLabelValues("updated").Add(float64(st.Updated))
+	}
+	if st.Deleted > 0 {
+		p.metrics.EdgesWritten.WithLabelValues("deleted").Add(float64(st.Deleted))
+	}
+}
+
+// warnForeignTables logs tables in the publication that edgesync does not
+// handle, e.g. one added by mistake: their changes are skipped.
+func (p *Pipeline) warnForeignTables(ctx context.Context) error {
+	rows, err := p.pool.Query(ctx, `SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1`, p.cfg.Publication)
+	if err != nil {
+		return fmt.Errorf("list publication tables: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	known := map[string]bool{"public.gallery_items": true, "public.storage_edges": true}
+	for q := range p.tables {
+		known[q] = true
+	}
+	for _, n := range names {
+		if !known[n] {
+			p.log.Warn("publication contains a table edgesync does not handle; its changes are skipped (remove it: ALTER PUBLICATION ... DROP TABLE)",
+				zap.String("publication", p.cfg.Publication), zap.String("table", n))
+		}
+	}
+	return nil
+}
+
+func (p *Pipeline) heartbeat(ctx context.Context) error {
+	t := time.NewTicker(p.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			// A transactional message flows through the slot like any
+			// transaction, so an idle slot keeps moving (and proves the path).
+			if _, err := p.pool.Exec(ctx, "SELECT pg_logical_emit_message(true, 'edgesync_heartbeat', now()::text)"); err != nil && ctx.Err() == nil {
+				p.log.Warn("heartbeat", zap.Error(err))
+			}
+		}
+	}
+}
+
+// recordProgress keeps the confirmed LSN in the state table (to notice a lost
+// slot) and the lag metrics current.
+func (p *Pipeline) recordProgress(ctx context.Context, tr *cdc.Tracker) error {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	var last cdc.LSN
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		c := tr.Confirmed()
+		p.metrics.ConfirmedLSN.Set(float64(c))
+		p.metrics.InFlight.Set(float64(tr.InFlight()))
+		if c != last {
+			if err := saveConfirmed(ctx, p.pool, p.cfg.Slot, c); err != nil && ctx.Err() == nil {
+				p.log.Warn("record confirmed lsn", zap.Error(err))
+			}
+			last = c
+		}
+		if s, err := cdc.ReadSlot(ctx, p.pool, p.cfg.Slot); err == nil && s.Exists {
+			p.metrics.SlotLag.Set(float64(s.LagBytes))
+		}
+	}
+}
+
+func (p *Pipeline) publishSlotLost(ctx context.Context, last cdc.LSN) {
+	pub, err := natssink.NewPublisher(p.nc, natssink.Config{})
+	if err != nil {
+		return
+	}
+	body := fmt.Sprintf(`{"event":"slot_lost","slot":%q,"last_confirmed_lsn":%q,"detected_at":%q}`,
+		p.cfg.Slot, last.String(), time.Now().UTC().Format(time.RFC3339Nano))
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := natssink.PublishSync(cctx, pub.JetStream(), p.cfg.SubjectPrefix+".sync.slot_lost", "", []byte(body)); err != nil {
+		p.log.Warn("publish slot_lost event", zap.Error(err))
+	}
+}
+
+func parseLSN(s string) (cdc.LSN, error) {
+	hi, lo, ok := strings.Cut(s, "/")
+	if !ok {
+		return 0, fmt.Errorf("bad lsn %q", s)
+	}
+	h, err := strconv.ParseUint(hi, 16, 32)
+	if err != nil {
+		return 0, err
+	}
+	l, err := strconv.ParseUint(lo, 16, 32)
+	if err != nil {
+		return 0, err
+	}
+	return cdc.LSN(h<<32 | l), nil
+}

@@ -1,0 +1,162 @@
+package icp
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+)
+
+// errNotHTTP says an asset URL is not an absolute http(s) URL.
+var errNotHTTP = errors.New("not an http(s) URL")
+
+// errStalled is the cause of a download cancelled because no byte arrived for the fetch timeout.
+var errStalled = errors.New("no data for the fetch timeout")
+
+// FetchError says why an asset could not be downloaded, in the terms the mirror needs to decide
+// between retrying and giving up, and to tell a person what to do.
+type FetchError struct {
+	URL      string
+	Status   int  // the HTTP status of a non-2xx answer; 0 otherwise
+	Timeout  bool // no answer, or no data, for the fetch timeout
+	TooLarge bool // the asset is larger than the limit
+	Size     int64
+	Limit    int64
+	Err      error
+}
+
+func (e *FetchError) Error() string {
+	switch {
+	case e.Status != 0:
+		return fmt.Sprintf("get %s: answered %d", redactURL(e.URL), e.Status)
+	case e.TooLarge:
+		return fmt.Sprintf("get %s: asset of %d bytes exceeds the limit of %d", redactURL(e.URL), e.Size, e.Limit)
+	default:
+		return fmt.Sprintf("get %s: %v", redactURL(e.URL), e.Err)
+	}
+}
+
+func (e *FetchError) Unwrap() error { return e.Err }
+
+// blob is a downloaded asset in a temporary file, with its size and SHA-256.
+type blob struct {
+	file *os.File
+	size int64
+	hash string
+}
+
+// Close removes the temporary file.
+func (b *blob) Close() error {
+	err := b.file.Close()
+	if rmErr := os.Remove(b.file.Name()); rmErr != nil && err == nil {
+		err = rmErr
+	}
+	return err
+}
+
+// fetcher downloads assets from the blob store.
+type fetcher struct {
+	client  *http.Client
+	timeout time.Duration // time to the answer, and longest pause between bytes
+	max     int64
+	dir     string
+}
+
+// fetch downloads rawURL into a temporary file while hashing it. The timeout bounds stalls, not
+// the whole download: a 1 GiB video on a slow link may take long but must keep moving.
+func (f *fetcher) fetch(ctx context.Context, rawURL string) (*blob, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, &FetchError{URL: rawURL, Err: errNotHTTP}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stall := time.AfterFunc(f.timeout, func() { cancel(errStalled) })
+	defer stall.Stop()
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return nil, &FetchError{URL: rawURL, Err: err}
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return nil, f.failed(ctx, rawURL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		// Drain a little so the connection can be reused; the body of an error page is not needed.
+		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+		return nil, &FetchError{URL: rawURL, Status: resp.StatusCode}
+	}
+	if resp.ContentLength > f.max {
+		return nil, &FetchError{URL: rawURL, TooLarge: true, Size: resp.ContentLength, Limit: f.max}
+	}
+
+	file, err := os.CreateTemp(f.dir, "edgesync-asset-*")
+	if err != nil {
+		return nil, fmt.Errorf("asset temp file: %w", err)
+	}
+	b := &blob{file: file}
+	h := sha256.New()
+	body := &stallReader{r: io.LimitReader(resp.Body, f.max+1), timer: stall, timeout: f.timeout}
+	n, err := io.Copy(io.MultiWriter(file, h), body)
+	switch {
+	case err != nil:
+		_ = b.Close()
+		return nil, f.failed(ctx, rawURL, err)
+	case n > f.max:
+		_ = b.Close()
+		return nil, &FetchError{URL: rawURL, TooLarge: true, Size: n, Limit: f.max}
+	}
+	b.size = n
+	b.hash = hex.EncodeToString(h.Sum(nil))
+	return b, nil
+}
+
+// failed classifies a transport error: a stall or a client timeout is a Timeout, the rest is
+// passed on (connection refused, reset, TLS).
+func (f *fetcher) failed(ctx context.Context, rawURL string, err error) *FetchError {
+	if errors.Is(context.Cause(ctx), errStalled) {
+		return &FetchError{URL: rawURL, Timeout: true, Err: fmt.Errorf("%w (%s)", errStalled, f.timeout)}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return &FetchError{URL: rawURL, Timeout: true, Err: err}
+	}
+	return &FetchError{URL: rawURL, Err: err}
+}
+
+// stallReader re-arms the stall timer whenever bytes arrive.
+type stallReader struct {
+	r       io.Reader
+	timer   *time.Timer
+	timeout time.Duration
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if n > 0 {
+		s.timer.Reset(s.timeout)
+	}
+	return n, err
+}
+
+// redactURL drops the query and user info: signed blob URLs carry their token in the query.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User = nil
+	if u.RawQuery != "" {
+		u.RawQuery = "…"
+	}
+	return u.String()
+}

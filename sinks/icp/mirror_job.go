@@ -1,0 +1,325 @@
+package icp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"go.uber.org/zap"
+)
+
+// mirrorArgs are a job's arguments: the memory, nothing else, so that uniqueness by args means
+// one job per memory.
+type mirrorArgs struct {
+	MemoryID   string `json:"memory_id"`
+	MemoryType string `json:"memory_type"`
+}
+
+func (mirrorArgs) Kind() string { return JobKind }
+
+// mirrorWorker runs mirror jobs for m.
+type mirrorWorker struct {
+	river.WorkerDefaults[mirrorArgs]
+	m *Mirror
+}
+
+var _ river.Worker[mirrorArgs] = (*mirrorWorker)(nil)
+
+func (w *mirrorWorker) Timeout(*river.Job[mirrorArgs]) time.Duration { return w.m.cfg.JobTimeout }
+
+func (w *mirrorWorker) NextRetry(job *river.Job[mirrorArgs]) time.Time {
+	return time.Now().Add(w.m.retryDelay(job.ID, job.Attempt))
+}
+
+// retryDelay is RetryBase·2^(attempt-1), capped at RetryMax, with ±10% jitter so that memories
+// failing together (a canister outage) do not all come back in the same instant. The jitter is
+// derived from the job and attempt, so NextRetry and sync_attempts.next_attempt_at agree.
+func (m *Mirror) retryDelay(jobID int64, attempt int) time.Duration {
+	d := m.cfg.RetryBase
+	for i := 1; i < attempt && d < m.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, m.cfg.RetryMax)
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%d/%d", jobID, attempt)
+	jitter := float64(h.Sum32()%2001)/10000 - 0.1 // -0.1 … +0.1
+	return d + time.Duration(float64(d)*jitter)
+}
+
+func (w *mirrorWorker) Work(ctx context.Context, job *river.Job[mirrorArgs]) error {
+	m := w.m
+	a := job.Args
+	log := m.log.With(zap.String("memory_id", a.MemoryID), zap.String("memory_type", a.MemoryType),
+		zap.Int64("job", job.ID), zap.Int("attempt", job.Attempt))
+	err := m.sync(ctx, a, log)
+	switch {
+	case err == nil:
+		m.metrics.jobs.WithLabelValues(resultOK).Inc()
+		return nil
+	case m.stopping.Load() && ctx.Err() != nil:
+		// Shutdown, not a failure: the job is available again at once, costs no attempt, and
+		// the next start resumes the upload from the chunks the canister holds.
+		log.Info("icp mirror interrupted by shutdown; resumes on the next start")
+		return river.JobSnooze(0)
+	}
+	return m.fail(ctx, job, log, err)
+}
+
+// fail records a failed attempt for people (sync_error, sync_attempts) and tells River what
+// next: retry with backoff, or stop when the attempts are spent or retrying cannot help.
+func (m *Mirror) fail(ctx context.Context, job *river.Job[mirrorArgs], log *zap.Logger, err error) error {
+	p := explain(err, m.cfg)
+	final := p.permanent || job.Attempt >= job.MaxAttempts
+	note := p.note
+	var next *time.Time
+	if final {
+		if !p.permanent {
+			note = fmt.Sprintf("%s (gave up after %d attempts; ask for Store Forever again once fixed)", note, job.Attempt)
+		}
+	} else {
+		t := time.Now().Add(m.retryDelay(job.ID, job.Attempt))
+		next = &t
+	}
+	m.metrics.uploadFailures.Inc()
+	// The attempt's own context may be what ended (job timeout); the record must still be written.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), failureRecordingTimeout)
+	defer cancel()
+	if recErr := m.recordFailure(rctx, job.Args, note, next, final); recErr != nil {
+		log.Error("record icp mirror failure", zap.Error(recErr))
+	}
+	if final {
+		m.metrics.jobs.WithLabelValues(resultFailed).Inc()
+		log.Warn("icp mirror failed; edges set failed", zap.String("sync_error", note), zap.Error(err))
+		if p.permanent {
+			return river.JobCancel(err)
+		}
+		return err // River discards a job whose last attempt failed
+	}
+	m.metrics.jobs.WithLabelValues(resultRetry).Inc()
+	log.Warn("icp mirror attempt failed; will retry", zap.String("sync_error", note),
+		zap.Time("next_attempt_at", *next), zap.Error(err))
+	return err
+}
+
+// recordFailureSQL counts the attempt and writes the note on the memory's migrating icp edges;
+// on a final failure they become failed. next_attempt_at is NULL then: nothing retries a memory
+// the mirror gave up on until a person asks again (reconcile's failed-retry also skips it).
+const recordFailureSQL = `WITH attempt AS (
+	INSERT INTO sync_attempts AS s (memory_id, memory_type, backend, attempts, last_error, next_attempt_at, updated_at)
+	VALUES ($1, $2, 'icp-canister', 1, $3, $4, now())
+	ON CONFLICT (memory_id, memory_type, backend) DO UPDATE
+	SET attempts = s.attempts + 1, last_error = EXCLUDED.last_error,
+	    next_attempt_at = EXCLUDED.next_attempt_at, updated_at = now()
+)
+UPDATE storage_edges SET sync_error = $3,
+	sync_state = CASE WHEN $5::boolean THEN 'failed'::sync_t ELSE sync_state END
+WHERE memory_id = $1 AND memory_type = $2 AND backend = 'icp-canister' AND sync_state = 'migrating'`
+
+func (m *Mirror) recordFailure(ctx context.Context, a mirrorArgs, note string, next *time.Time, final bool) error {
+	_, err := m.pool.Exec(ctx, recordFailureSQL, a.MemoryID, a.MemoryType, note, next, final)
+	return err
+}
+
+// memoryRow is what a job reads of the memory.
+type memoryRow struct {
+	json []byte
+	url  *string
+	size *int64
+}
+
+// errMemoryGone says the memory row no longer exists.
+var errMemoryGone = errors.New("memory row not found")
+
+// errNoAssetURL says an asset edge is migrating but the row has no asset URL.
+var errNoAssetURL = errors.New("asset edge migrating but the memory has no asset URL")
+
+// sync mirrors what the memory's migrating icp-canister edges ask for: metadata, then the asset.
+// Every step is idempotent (the canister answers AlreadyExists with the stored hash), so a retry
+// or a second job for the same memory redoes nothing that is done.
+func (m *Mirror) sync(ctx context.Context, a mirrorArgs, log *zap.Logger) error {
+	t, ok := m.tables[a.MemoryType]
+	if !ok {
+		return fmt.Errorf("memory type %q has no table mapping", a.MemoryType)
+	}
+	if !ValidUUID(a.MemoryID) {
+		return fmt.Errorf("%w: %q", ErrInvalidUUID, a.MemoryID)
+	}
+	// Passes repeat while edges become migrating during a pass (a new request, a reconcile
+	// repair): their wake was dropped as a duplicate of this running job.
+	for pass := 0; pass < 3; pass++ {
+		want, err := m.migratingArtifacts(ctx, a)
+		if err != nil || len(want) == 0 {
+			return err
+		}
+		if pass > 0 {
+			log.Debug("icp edges became migrating while the job ran; another pass")
+		}
+		row, err := m.readRow(ctx, t, a.MemoryID)
+		if err != nil {
+			return err
+		}
+		if want["metadata"] {
+			hash, err := m.client.PutMetadata(ctx, a.MemoryID, row.json)
+			if err != nil {
+				return &stepError{step: "metadata", err: err}
+			}
+			if err := m.markStored(ctx, a, "metadata", hash, int64(len(row.json))); err != nil {
+				return err
+			}
+		}
+		if want["asset"] {
+			if err := m.syncAsset(ctx, a, row, log); err != nil {
+				return err
+			}
+		}
+		if _, err := m.pool.Exec(ctx, `DELETE FROM sync_attempts WHERE memory_id = $1 AND memory_type = $2 AND backend = 'icp-canister'`,
+			a.MemoryID, a.MemoryType); err != nil {
+			return fmt.Errorf("clear sync attempts: %w", err)
+		}
+		log.Debug("icp mirror done", zap.Bool("metadata", want["metadata"]), zap.Bool("asset", want["asset"]))
+	}
+	return nil
+}
+
+func (m *Mirror) syncAsset(ctx context.Context, a mirrorArgs, row memoryRow, log *zap.Logger) error {
+	if row.url == nil || *row.url == "" {
+		return errNoAssetURL
+	}
+	if row.size != nil && *row.size > m.cfg.AssetMaxBytes {
+		return &FetchError{URL: *row.url, TooLarge: true, Size: *row.size, Limit: m.cfg.AssetMaxBytes}
+	}
+	b, err := m.fetcher.fetch(ctx, *row.url)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := b.Close(); err != nil {
+			log.Warn("remove downloaded asset", zap.Error(err))
+		}
+	}()
+	if row.size != nil && *row.size != b.size {
+		// The size column is the app's claim; the bytes are the truth. Worth a note, not a failure.
+		log.Info("asset size differs from the memory row", zap.Int64("row_size", *row.size), zap.Int64("downloaded", b.size))
+	}
+
+	m.metrics.uploading.Inc()
+	defer m.metrics.uploading.Dec()
+	stopBeat := m.heartbeat(ctx, a, log)
+	defer stopBeat()
+	_, err = m.client.UploadAsset(ctx, a.MemoryID, b.file, b.size, b.hash, m.progress(a))
+	if err != nil {
+		return &stepError{step: "asset", err: err}
+	}
+	return m.markStored(ctx, a, "asset", b.hash, b.size)
+}
+
+// progress returns the upload's progress callback: it counts the bytes actually sent and passes
+// the progress on at most every progressInterval, and always at the end.
+func (m *Mirror) progress(a mirrorArgs) func(done, total int64) {
+	var mu sync.Mutex
+	var last time.Time
+	var sent, base int64 = 0, -1
+	return func(done, total int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		if base < 0 {
+			base = done // the first call reports what the canister already held
+		} else if done > base+sent {
+			m.metrics.uploadBytes.Add(float64(done - base - sent))
+			sent = done - base
+		}
+		if m.cfg.Progress != nil && (done == total || time.Since(last) >= progressInterval) {
+			last = time.Now()
+			m.cfg.Progress(a.MemoryID, a.MemoryType, done, total)
+		}
+	}
+}
+
+// heartbeat touches the memory's migrating icp edges every Heartbeat until stopped, so that a
+// long upload is not taken for stuck by reconcile.
+func (m *Mirror) heartbeat(ctx context.Context, a mirrorArgs, log *zap.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(m.cfg.Heartbeat)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if _, err := m.pool.Exec(ctx, `UPDATE storage_edges SET updated_at = now()
+					WHERE memory_id = $1 AND memory_type = $2 AND backend = 'icp-canister' AND sync_state = 'migrating'`,
+					a.MemoryID, a.MemoryType); err != nil && ctx.Err() == nil {
+					log.Debug("touch migrating icp edges", zap.Error(err))
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+func (m *Mirror) migratingArtifacts(ctx context.Context, a mirrorArgs) (map[string]bool, error) {
+	rows, err := m.pool.Query(ctx, `SELECT artifact::text FROM storage_edges
+		WHERE memory_id = $1 AND memory_type = $2 AND backend = 'icp-canister' AND sync_state = 'migrating'`,
+		a.MemoryID, a.MemoryType)
+	if err != nil {
+		return nil, fmt.Errorf("read migrating icp edges: %w", err)
+	}
+	want := map[string]bool{}
+	var artifact string
+	if _, err := pgx.ForEachRow(rows, []any{&artifact}, func() error { want[artifact] = true; return nil }); err != nil {
+		return nil, fmt.Errorf("read migrating icp edges: %w", err)
+	}
+	return want, nil
+}
+
+// readRow reads the memory row as JSON. The session time zone is pinned to UTC (and float output
+// to the shortest exact form) so the document, and thus its hash, is the same from every daemon:
+// the canister is write-once, and a different rendering of the same row would read as a conflict.
+func (m *Mirror) readRow(ctx context.Context, t Table, id string) (memoryRow, error) {
+	url, size := "NULL::text", "NULL::bigint"
+	if t.URLColumn != "" {
+		url = "t." + pgx.Identifier{t.URLColumn}.Sanitize() + "::text"
+	}
+	if t.SizeColumn != "" {
+		size = "t." + pgx.Identifier{t.SizeColumn}.Sanitize() + "::bigint"
+	}
+	q := fmt.Sprintf(`SELECT row_to_json(t)::text, %s, %s FROM %s t WHERE t.id = $1`,
+		url, size, pgx.Identifier{t.Name}.Sanitize())
+	var row memoryRow
+	var doc string
+	err := pgx.BeginTxFunc(ctx, m.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('TimeZone', 'UTC', true), set_config('extra_float_digits', '1', true)`); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, q, id).Scan(&doc, &row.url, &row.size)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return memoryRow{}, errMemoryGone
+	}
+	if err != nil {
+		return memoryRow{}, fmt.Errorf("read %s %s: %w", t.Name, id, err)
+	}
+	row.json = []byte(doc)
+	return row, nil
+}
+
+// markStored records that the canister holds artifact with hash and size. It is unconditional:
+// if reconcile gave up on the edge meanwhile, the canister's answer is still the truth.
+func (m *Mirror) markStored(ctx context.Context, a mirrorArgs, artifact, hash string, size int64) error {
+	_, err := m.pool.Exec(ctx, `UPDATE storage_edges
+		SET present = true, sync_state = 'idle', sync_error = NULL, content_hash = $4, size_bytes = $5, last_synced_at = now()
+		WHERE memory_id = $1 AND memory_type = $2 AND backend = 'icp-canister' AND artifact = $3::artifact_t`,
+		a.MemoryID, a.MemoryType, artifact, hash, size)
+	if err != nil {
+		return fmt.Errorf("mark %s stored on icp: %w", artifact, err)
+	}
+	return nil
+}
