@@ -139,8 +139,11 @@ func (s *Service) importColumn(ctx context.Context, t table, col string, dryRun 
 	}
 }
 
-// icpOK is true for an icp edge that agrees with a legacy "on ICP" flag.
-const icpOK = `present AND sync_state <> 'failed'`
+// icpOK is true for the icp edge alias that agrees with a legacy "on ICP"
+// flag.
+func icpOK(alias string) string {
+	return alias + `.present AND ` + alias + `.sync_state <> 'failed'`
+}
 
 func (s *Service) importSpan(ctx context.Context, t table, col string, sp span, dryRun bool, lt *LegacyTable) error {
 	var a args
@@ -152,9 +155,9 @@ func (s *Service) importSpan(ctx context.Context, t table, col string, sp span, 
 	flagged := `m.` + col + ` IS TRUE AND ` + sp.cond(&a, "m.id")
 	hasURL := t.url + ` IS NOT NULL`
 	q := `SELECT count(*),
-	  count(*) FILTER (WHERE e.id IS NOT NULL AND e.` + icpOK + `) + count(*) FILTER (WHERE ` + hasURL + ` AND b.id IS NOT NULL AND b.` + icpOK + `),
+	  count(*) FILTER (WHERE e.id IS NOT NULL AND ` + icpOK("e") + `) + count(*) FILTER (WHERE ` + hasURL + ` AND b.id IS NOT NULL AND ` + icpOK("b") + `),
 	  count(*) FILTER (WHERE e.id IS NULL) + count(*) FILTER (WHERE ` + hasURL + ` AND b.id IS NULL),
-	  count(*) FILTER (WHERE e.id IS NOT NULL AND NOT (e.` + icpOK + `)) + count(*) FILTER (WHERE ` + hasURL + ` AND b.id IS NOT NULL AND NOT (b.` + icpOK + `))
+	  count(*) FILTER (WHERE e.id IS NOT NULL AND NOT (` + icpOK("e") + `)) + count(*) FILTER (WHERE ` + hasURL + ` AND b.id IS NOT NULL AND NOT (` + icpOK("b") + `))
 	FROM ` + t.ident + ` m` + join("e", "metadata") + join("b", "asset") + ` WHERE ` + flagged
 	var flaggedN, matched, missing, conflicted int64
 	if err := s.pool.QueryRow(ctx, q, a...).Scan(&flaggedN, &matched, &missing, &conflicted); err != nil {
@@ -165,7 +168,7 @@ func (s *Service) importSpan(ctx context.Context, t table, col string, sp span, 
 	lt.Conflicted += conflicted
 	if conflicted > 0 && len(lt.ConflictSamples) < maxConflictSamples {
 		q := `SELECT DISTINCT m.id::text FROM ` + t.ident + ` m` + join("e", "metadata") + join("b", "asset") + ` WHERE ` + flagged + `
-		  AND ((e.id IS NOT NULL AND NOT (e.` + icpOK + `)) OR (` + hasURL + ` AND b.id IS NOT NULL AND NOT (b.` + icpOK + `)))
+		  AND ((e.id IS NOT NULL AND NOT (` + icpOK("e") + `)) OR (` + hasURL + ` AND b.id IS NOT NULL AND NOT (` + icpOK("b") + `)))
 		  ORDER BY 1 LIMIT ` + a.add(maxConflictSamples-len(lt.ConflictSamples))
 		rows, err := s.pool.Query(ctx, q, a...)
 		if err != nil {

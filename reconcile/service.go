@@ -174,6 +174,9 @@ type Service struct {
 	// icpCursor is where the next run's bounded ICP check continues, so
 	// consecutive runs cover every ICP edge in turn.
 	icpCursor string
+
+	// beforeWork, when set (tests), is called once a run holds the lock.
+	beforeWork func(Run)
 }
 
 // New builds a Service; it does not touch the database. A configuration
@@ -265,11 +268,13 @@ func (s *Service) tryLock(ctx context.Context) (*pgx.Conn, error) {
 	return conn, nil
 }
 
-// release ends the session, which frees the lock even if the unlock call
-// itself could not be sent.
+// release unlocks explicitly (the server ends a closed session
+// asynchronously, so the next run could otherwise still find the lock taken)
+// and ends the session, which frees the lock even if the unlock failed.
 func (s *Service) release(conn *pgx.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	_, _ = conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, lockKey)
 	_ = conn.Close(ctx)
 	s.mu.Lock()
 	s.active = false
@@ -355,9 +360,17 @@ func (s *Service) Wait(ctx context.Context) error {
 // execute does the work of a begun run, records its end, updates the metrics,
 // publishes the completion event and releases the lock.
 func (s *Service) execute(ctx context.Context, l *lease, progress func(done, total int64)) (Run, error) {
-	defer s.release(l.conn)
+	released := false
+	defer func() {
+		if !released {
+			s.release(l.conn)
+		}
+	}()
 	start := time.Now()
 	s.log.Info("reconcile run started", zap.String("run_id", l.run.ID), zap.String("trigger", l.run.Trigger), zap.Bool("dry_run", l.run.DryRun))
+	if s.beforeWork != nil {
+		s.beforeWork(l.run)
+	}
 	rep, err := s.work(ctx, l, progress)
 	rep.DurationMS = time.Since(start).Milliseconds()
 	rep.DryRun = l.run.DryRun
@@ -373,6 +386,11 @@ func (s *Service) execute(ctx context.Context, l *lease, progress func(done, tot
 			run.Error = "cancelled: " + run.Error
 		}
 	}
+	// Unlock before recording the end, so whoever sees the run done can
+	// start the next one at once. (A run starting in between may mark this
+	// row abandoned for a moment; the update below sets the real end.)
+	s.release(l.conn)
+	released = true
 	// The run's own context may be the one that was cancelled; its end must
 	// still be recorded.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
