@@ -13,15 +13,15 @@ import (
 
 // Errors a person fixes on the server.
 var (
-	ErrWalLevel       = errors.New("wal_level is not logical")
-	ErrNoReplication  = errors.New("the role lacks the REPLICATION privilege")
-	ErrNoSlotsLeft    = errors.New("no free replication slot")
-	ErrWrongPlugin    = errors.New("the slot uses another output plugin")
-	ErrSlotLost       = errors.New("the replication slot is lost")
-	ErrNoIdentity     = errors.New("a published table has no replica identity")
-	ErrTableNotFound  = errors.New("a configured table does not exist")
-	ErrSlotOtherDB    = errors.New("the slot belongs to another database")
-	ErrSlotInUse      = errors.New("the replication slot is active for another process")
+	ErrWalLevel      = errors.New("wal_level is not logical")
+	ErrNoReplication = errors.New("the role lacks the REPLICATION privilege")
+	ErrNoSlotsLeft   = errors.New("no free replication slot")
+	ErrWrongPlugin   = errors.New("the slot uses another output plugin")
+	ErrSlotLost      = errors.New("the replication slot is lost")
+	ErrNoIdentity    = errors.New("a published table has no replica identity")
+	ErrTableNotFound = errors.New("a configured table does not exist")
+	ErrSlotOtherDB   = errors.New("the slot belongs to another database")
+	ErrSlotInUse     = errors.New("the replication slot is active for another process")
 )
 
 // Querier is what the setup helpers need from a connection or pool.
