@@ -21,7 +21,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 type published struct {
 	subject, msgID string
-	ev         Event
+	ev             Event
 }
 
 // recorder is a publisher that remembers what it was given; failNext makes
