@@ -2,5 +2,4 @@ package main
 
 import "github.com/spf13/cobra"
 
-func (a *app) statusCmd() *cobra.Command    { return &cobra.Command{Use: "status", Hidden: true} }
-func (a *app) reconcileCmd() *cobra.Command { return &cobra.Command{Use: "reconcile", Hidden: true} }
+func (a *app) statusCmd() *cobra.Command { return &cobra.Command{Use: "status", Hidden: true} }
