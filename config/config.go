@@ -56,8 +56,11 @@ type Config struct {
 	ICPFetchRootKey   bool
 	ICPMaxAttempts    int
 	AssetMaxBytes     int64
-	LogLevel          string
-	LogFormat         string
+	// BlobURL is the blob store's base URL, used only for the blob health
+	// check (any HTTP answer counts as reachable); empty: not checked.
+	BlobURL   string
+	LogLevel  string
+	LogFormat string
 
 	// Tables maps app tables to memory types (default: the reference app schema).
 	Tables []Table
@@ -217,6 +220,7 @@ var fields = func() []field {
 		set, get := integer(func(c *Config) *int64 { return &c.AssetMaxBytes })
 		add("asset_max_bytes", false, set, get)
 	}
+	s("blob_url", false, func(c *Config) *string { return &c.BlobURL })
 	s("log_level", false, func(c *Config) *string { return &c.LogLevel })
 	s("log_format", false, func(c *Config) *string { return &c.LogFormat })
 	b("snapshot_events", func(c *Config) *bool { return &c.SnapshotEvents })
@@ -507,6 +511,11 @@ func (c Config) Validate() error {
 		}
 		if c.ICPCanisterID == "" {
 			bad("icp_canister_id", "is required when EDGESYNC_ICP_URL is set (the memory-store canister's principal)")
+		}
+	}
+	if c.BlobURL != "" {
+		if u, err := url.Parse(c.BlobURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("blob_url", "%q is not an http(s) URL (e.g. https://store.public.blob.vercel-storage.com)", c.BlobURL)
 		}
 	}
 	if c.ICPMaxAttempts < 1 || c.ICPMaxAttempts > 100 {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5/pgxpool"
 	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
@@ -23,7 +25,10 @@ import (
 	"github.com/edgesync/edgesync/cdc"
 	"github.com/edgesync/edgesync/config"
 	"github.com/edgesync/edgesync/internal/api"
+	"github.com/edgesync/edgesync/internal/gallerystatus"
 	"github.com/edgesync/edgesync/internal/natsserver"
+	"github.com/edgesync/edgesync/reconcile"
+	natssink "github.com/edgesync/edgesync/sinks/nats"
 )
 
 // NewLogger builds the zap logger of the configuration.
@@ -61,6 +66,9 @@ type Daemon struct {
 	listener net.Listener
 	leader   atomic.Bool
 	ready    atomic.Bool
+	js       jetstream.JetStream
+	recon    *reconcile.Service
+	overview *overview
 }
 
 // New connects to Postgres and NATS (starting the embedded server when no URL
@@ -120,14 +128,26 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", config.RedactURL(natsURL), err)
 	}
+	d.js, err = jetstream.New(d.nc)
+	if err != nil {
+		return nil, err
+	}
 	d.metrics = NewMetrics(d.reg)
+	rc := ReconcileConfig(cfg)
+	rc.Publish = func(ctx context.Context, subject string, data []byte) error {
+		return natssink.PublishSync(ctx, d.js, subject, "", data)
+	}
+	d.recon = reconcile.New(rc, d.pool, log.With(zap.String("component", "reconcile")), d.reg)
+	d.overview = newOverview(d.pool, d.reg, log)
+	d.overview.checks = d.backendChecks()
 	d.api = api.New(api.Config{AdminToken: cfg.AdminToken, Tables: apiTables(cfg.Tables)}, api.Deps{
-		Pool:     d.pool,
-		Logger:   log,
-		Registry: d.reg,
-		Metrics:  promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}),
-		Ready:    d.ready.Load,
-		Backends: d.backendChecks(),
+		Pool:       d.pool,
+		Logger:     log,
+		Registry:   d.reg,
+		Metrics:    promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}),
+		Ready:      d.ready.Load,
+		Reconciler: d.recon,
+		Backends:   d.backendChecks(),
 	})
 	if cfg.AdminToken == "" {
 		log.Warn("EDGESYNC_ADMIN_TOKEN is empty: write and admin endpoints answer 403 until it is set")
@@ -150,7 +170,7 @@ func apiTables(ts []config.Table) []api.Table {
 }
 
 func (d *Daemon) backendChecks() []api.BackendCheck {
-	return []api.BackendCheck{
+	checks := []api.BackendCheck{
 		{Name: "postgres", Check: api.PoolCheck(d.pool)},
 		{Name: "nats", Check: func(ctx context.Context) error {
 			if d.nc == nil || !d.nc.IsConnected() {
@@ -159,6 +179,34 @@ func (d *Daemon) backendChecks() []api.BackendCheck {
 			_, err := d.nc.RTT()
 			return err
 		}},
+	}
+	if d.cfg.ICPURL != "" {
+		checks = append(checks, api.BackendCheck{Name: "icp", Check: httpCheck(strings.TrimRight(d.cfg.ICPURL, "/")+"/api/v2/status", true)})
+	}
+	if d.cfg.BlobURL != "" {
+		checks = append(checks, api.BackendCheck{Name: "blob", Check: httpCheck(d.cfg.BlobURL, false)})
+	}
+	return checks
+}
+
+// httpCheck reaches url; with want2xx the answer must be a success, else any
+// HTTP answer proves the host is up.
+func httpCheck(url string, want2xx bool) func(ctx context.Context) error {
+	client := &http.Client{Timeout: 5 * time.Second}
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if want2xx && resp.StatusCode/100 != 2 {
+			return fmt.Errorf("%s answered %s", url, resp.Status)
+		}
+		return nil
 	}
 }
 
@@ -197,12 +245,26 @@ func (d *Daemon) Run(ctx context.Context) error {
 		_ = leader.Run(ctx, d.lead)
 	}()
 
+	// Every instance answers reconcile requests (a queue group: one run
+	// per request) and keeps the storage overview metrics.
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := d.recon.ServeNATS(ctx, d.nc, ""); err != nil {
+			d.log.Error("reconcile NATS trigger", zap.Error(err))
+		}
+	}()
+	go func() { defer wg.Done(); d.overview.Run(ctx) }()
+
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-httpErr:
 	}
 	<-leaderDone // the pipeline drains inside lead
+	wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = d.recon.Wait(wctx) // a running reconcile is cancelled; it is idempotent
+	wcancel()
 	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	_ = d.http.Shutdown(sctx)
@@ -214,12 +276,36 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return err
 }
 
-// lead runs the leader's work until lctx ends: the pipeline, restarted with
-// backoff after errors (never giving up), and whatever else only the leader
-// does.
+// lead runs the leader's work until lctx ends: the pipeline (restarted with
+// backoff after errors, never giving up), the gallery status tracker fed by
+// it, and the periodic reconcile.
 func (d *Daemon) lead(lctx context.Context) {
 	log := d.log.With(zap.String("component", "pipeline"))
 	hub := d.api.Events()
+	gallery := gallerystatus.New(galleryConfig(d.cfg), d.pool, jsPublish(d.js), d.log.With(zap.String("component", "gallerystatus")), nil)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = gallery.Run(lctx) }()
+	go func() { defer wg.Done(); _ = d.recon.RunEvery(lctx, d.cfg.ReconcileInterval) }()
+	hooks := Hooks{
+		EdgeChanged: func(ev EdgeEvent) {
+			hub.Publish(ev.ID, ev.Data)
+			gallery.MemoriesChanged(gallerystatus.MemoryKey{ID: ev.MemoryID, Type: ev.MemoryType})
+		},
+		GalleryChanged: func(id string) {
+			if id == "" {
+				gallery.RecheckAll()
+				return
+			}
+			gallery.GalleriesChanged(id)
+		},
+		SlotLost: func() {
+			if _, err := d.recon.Start(lctx, reconcile.TriggerSlotLost, false); err != nil {
+				log.Error("request a reconcile after the lost slot", zap.Error(err))
+			}
+		},
+	}
 	p := NewPipeline(PipelineConfig{
 		DatabaseURL:       d.cfg.DatabaseURL,
 		Slot:              d.cfg.Slot,
@@ -231,9 +317,7 @@ func (d *Daemon) lead(lctx context.Context) {
 		DeleteICPEdges:    d.cfg.ICPEdgesOnDelete == "delete",
 		HeartbeatInterval: d.cfg.HeartbeatInterval,
 		DrainTimeout:      d.cfg.ShutdownTimeout / 2,
-	}, d.pool, d.nc, d.metrics, Hooks{
-		EdgeChanged: func(ev EdgeEvent) { hub.Publish(ev.ID, ev.Data) },
-	}, log)
+	}, d.pool, d.nc, d.metrics, hooks, log)
 	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(30*time.Second), backoff.WithMaxElapsedTime(0))
 	for lctx.Err() == nil {
 		started := time.Now()
