@@ -51,26 +51,31 @@ type galleryCursor struct {
 	MemoryType string `json:"t"`
 }
 
-// galleryCountsSQL prefers the tracker's row, then the MV, then the live view;
-// UNION ALL with LIMIT 1 stops at the first branch that answers, so the live
-// computation only runs for galleries neither of the others knows yet.
+// galleryCountsSQL prefers the tracker's row, then the MV, then the live
+// view. The later branches are gated by NOT EXISTS on the earlier ones, which
+// Postgres evaluates once up front (a one-time filter), so the live
+// computation, tens of milliseconds on a 10,000-item gallery, only runs for
+// galleries neither of the others knows yet (or with fresh=true).
 const galleryCountsSQL = `
-SELECT source, total_memories, icp_complete_memories, icp_complete, icp_any, status, as_of FROM (
-	SELECT 1 AS ord, 'tracker' AS source, s.total_memories, s.icp_complete_memories,
+WITH t AS (
+	SELECT 'tracker'::text AS source, s.total_memories, s.icp_complete_memories,
 	       (s.total_memories > 0 AND s.icp_complete_memories = s.total_memories) AS icp_complete,
 	       s.icp_any, s.status, s.checked_at AS as_of
 	FROM edgesync_gallery_status s
 	WHERE s.gallery_id = $1 AND NOT $2 AND EXISTS (SELECT 1 FROM galleries g WHERE g.id = $1)
-	UNION ALL
-	SELECT 2, 'mv', mv.total_memories, mv.icp_complete_memories, mv.icp_complete, mv.icp_any, mv.status,
-	       (SELECT r.refreshed_at FROM edgesync_mv_refresh r WHERE r.name = 'gallery_presence_mv')
+), m AS (
+	SELECT 'mv'::text AS source, mv.total_memories, mv.icp_complete_memories, mv.icp_complete, mv.icp_any, mv.status,
+	       (SELECT r.refreshed_at FROM edgesync_mv_refresh r WHERE r.name = 'gallery_presence_mv') AS as_of
 	FROM gallery_presence_mv mv
 	WHERE mv.gallery_id = $1 AND NOT $2 AND EXISTS (SELECT 1 FROM galleries g WHERE g.id = $1)
-	UNION ALL
-	SELECT 3, 'live', gp.total_memories, gp.icp_complete_memories, gp.icp_complete, gp.icp_any, gp.status, NULL
-	FROM gallery_presence gp
-	WHERE gp.gallery_id = $1
-) x ORDER BY ord LIMIT 1`
+)
+SELECT * FROM t
+UNION ALL
+SELECT * FROM m WHERE NOT EXISTS (SELECT 1 FROM t)
+UNION ALL
+SELECT 'live', gp.total_memories, gp.icp_complete_memories, gp.icp_complete, gp.icp_any, gp.status, NULL::timestamptz
+FROM gallery_presence gp
+WHERE gp.gallery_id = $1 AND NOT EXISTS (SELECT 1 FROM t) AND NOT EXISTS (SELECT 1 FROM m)`
 
 // galleryItemsSQL reads one page of items in primary key order (an index
 // range scan) and each item's edges through ix_edges_memory.

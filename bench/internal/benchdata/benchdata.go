@@ -13,7 +13,9 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -60,6 +62,10 @@ func md5UUID(s string) string {
 func Load(ctx context.Context, pool *pgxpool.Pool, o Options) (Dataset, error) {
 	if o.Memories == 0 {
 		o.Memories = 1_000_000
+		// BENCH_MEMORIES shrinks the dataset for a quick run.
+		if n, err := strconv.Atoi(os.Getenv("BENCH_MEMORIES")); err == nil && n >= 20_000 {
+			o.Memories = n
+		}
 	}
 	if o.Galleries == 0 {
 		o.Galleries = 1_000
