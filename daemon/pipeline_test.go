@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -91,10 +92,25 @@ func TestPipeline_EndToEnd(t *testing.T) {
 				return false, s
 			}
 		}
+		// The daemon's own edge writes come back through the slot a little
+		// later: wait for them too.
+		e := map[string]int{}
+		for _, m := range msgs {
+			if strings.Contains(m.Subject, ".edge.") {
+				e[m.Subject]++
+			}
+		}
+		if e["edgesync.edge.neon-db.created"] < 9 || e["edgesync.edge.neon-db.deleted"] < 3 {
+			return false, fmt.Sprint(e)
+		}
 		return len(got) == len(wantMem), "extra subjects"
 	})
+	schema := eventSchema(t, "")
 	ids := map[string]bool{}
 	for _, m := range msgs {
+		if strings.Contains(m.Subject, ".memory.") || strings.Contains(m.Subject, ".edge.") {
+			validateEvent(t, schema, m.Subject, m.Raw)
+		}
 		if m.MsgID == "" {
 			t.Fatalf("message on %s has no Nats-Msg-Id", m.Subject)
 		}
