@@ -1,0 +1,100 @@
+package archtest
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/edgesync/edgesync"
+
+// rules: for a package prefix, the project packages it must not import.
+// Prefixes are relative to the module; the longest matching prefix wins.
+var rules = map[string][]string{
+	"cdc":         {""},              // imports no project package
+	"config":      {""},              // a leaf
+	"migrations":  {""},              // a leaf
+	"sinks/edges": {"", "!cdc"},      // only cdc (types)
+	"sinks/nats":  {"", "!cdc"},      // only cdc (types)
+	"sinks/icp":   {"", "!cdc"},      // only cdc (types)
+	"reconcile":   {"", "!cdc"},      // only cdc (types)
+	"daemon":      {"cmd"},           // everything below it, never cmd
+	"internal":    {"cmd", "daemon"}, // helpers never reach up
+	"bench":       {"cmd"},           // benchmarks drive packages, not main
+	"deploy":      {"cmd", "daemon"}, // manifests only
+}
+
+// forbidden reports whether pkg (module-relative) may not import dep.
+func forbidden(pkg, dep string) bool {
+	best := ""
+	for prefix := range rules {
+		if (pkg == prefix || strings.HasPrefix(pkg, prefix+"/")) && len(prefix) > len(best) {
+			best = prefix
+		}
+	}
+	if best == "" {
+		return false
+	}
+	deny := false
+	for _, r := range rules[best] {
+		switch {
+		case r == "":
+			deny = true // everything, unless allowed below
+		case strings.HasPrefix(r, "!"):
+			if a := r[1:]; dep == a || strings.HasPrefix(dep, a+"/") {
+				return false
+			}
+		case dep == r || strings.HasPrefix(dep, r+"/"):
+			return true
+		}
+	}
+	return deny && !strings.HasPrefix(dep, best) // a package may import its own subpackages
+}
+
+func TestImportDirections(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, module+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	checked := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		pkg := strings.TrimPrefix(strings.TrimPrefix(fields[0], module), "/")
+		for _, imp := range fields[1:] {
+			if !strings.HasPrefix(imp, module+"/") {
+				continue
+			}
+			dep := strings.TrimPrefix(imp, module+"/")
+			checked++
+			if forbidden(pkg, dep) {
+				t.Errorf("%s imports %s: STYLE.md forbids it (see the table in internal/archtest)", pkg, dep)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no project imports were checked")
+	}
+}
+
+func TestForbidden(t *testing.T) {
+	cases := []struct {
+		pkg, dep string
+		want     bool
+	}{
+		{"cdc", "config", true},
+		{"sinks/edges", "cdc", false},
+		{"sinks/edges", "sinks/nats", true},
+		{"reconcile", "daemon", true},
+		{"daemon", "cmd/edgesync", true},
+		{"daemon", "sinks/nats", false},
+		{"internal/api", "reconcile", false},
+		{"internal/pgtest", "daemon", true},
+		{"cmd/edgesync", "daemon", false},
+		{"sinks/icp", "sinks/icp/sub", false},
+	}
+	for _, c := range cases {
+		if got := forbidden(c.pkg, c.dep); got != c.want {
+			t.Errorf("forbidden(%s, %s) = %v, want %v", c.pkg, c.dep, got, c.want)
+		}
+	}
+}
