@@ -69,6 +69,7 @@ type Daemon struct {
 	js       jetstream.JetStream
 	recon    *reconcile.Service
 	overview *overview
+	icp      *mirror // nil when the ICP mirror is off
 }
 
 // New connects to Postgres and NATS (starting the embedded server when no URL
@@ -134,6 +135,10 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	}
 	d.metrics = NewMetrics(d.reg)
 	rc := ReconcileConfig(cfg)
+	if cfg.ICPURL != "" {
+		d.icp = newMirror(d)
+		rc.ICP = d.icp.checker
+	}
 	rc.Publish = func(ctx context.Context, subject string, data []byte) error {
 		return natssink.PublishSync(ctx, d.js, subject, "", data)
 	}
@@ -209,6 +214,10 @@ func httpCheck(url string, want2xx bool) func(ctx context.Context) error {
 		return nil
 	}
 }
+
+// NATSURL is the NATS server the daemon publishes to (the embedded one's
+// when EDGESYNC_NATS_URL is empty).
+func (d *Daemon) NATSURL() string { return d.nc.ConnectedUrl() }
 
 // Addr is the HTTP listener's address.
 func (d *Daemon) Addr() string { return d.listener.Addr().String() }
@@ -288,10 +297,17 @@ func (d *Daemon) lead(lctx context.Context) {
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = gallery.Run(lctx) }()
 	go func() { defer wg.Done(); _ = d.recon.RunEvery(lctx, d.cfg.ReconcileInterval) }()
+	if d.icp != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.icp.Run(lctx) }()
+	}
 	hooks := Hooks{
 		EdgeChanged: func(ev EdgeEvent) {
 			hub.Publish(ev.ID, ev.Data)
 			gallery.MemoriesChanged(gallerystatus.MemoryKey{ID: ev.MemoryID, Type: ev.MemoryType})
+			if d.icp != nil && ev.Backend == "icp-canister" && ev.SyncState == "migrating" {
+				d.icp.Wake(lctx, ev.MemoryID, ev.MemoryType)
+			}
 		},
 		GalleryChanged: func(id string) {
 			if id == "" {

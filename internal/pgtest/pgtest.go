@@ -103,6 +103,17 @@ func Shared(tb testing.TB) *Cluster {
 	return shared
 }
 
+// Start starts a cluster outside any test (the demo uses it); Close it.
+func Start() (*Cluster, error) { return start() }
+
+// CreateDB creates an empty database and returns its URL.
+func (c *Cluster) CreateDB(ctx context.Context, name string) (string, error) {
+	if err := c.exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()+" TEMPLATE template0"); err != nil {
+		return "", err
+	}
+	return c.URL(name), nil
+}
+
 // StartCluster starts a cluster of the test's own, stopped at the end of the
 // test. Use it for tests that stop, kill or restart Postgres.
 func StartCluster(tb testing.TB) *Cluster {
