@@ -53,7 +53,7 @@ func main() {
 
 // demo holds what the scenario talks to.
 type demo struct {
-	out  io.Writer
+	out   io.Writer
 	pool  *pgxpool.Pool
 	base  string // daemon HTTP base URL
 	blobs string // blob host base URL
