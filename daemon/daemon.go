@@ -291,7 +291,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 func (d *Daemon) lead(lctx context.Context) {
 	log := d.log.With(zap.String("component", "pipeline"))
 	hub := d.api.Events()
-	gallery := gallerystatus.New(galleryConfig(d.cfg), d.pool, jsPublish(d.js), d.log.With(zap.String("component", "gallerystatus")), nil)
+	gallery := gallerystatus.New(galleryConfig(d.cfg), d.pool, jsPublish(d.js), d.log.With(zap.String("component", "gallerystatus")), d.reg)
+	// Changes noted by a previous leader were held in its memory: recheck.
+	gallery.RecheckAll()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Add(2)

@@ -9,6 +9,6 @@
 //
 // Invariant: a status change is published before the new status and version
 // are stored (edgesync_gallery_status), and its msg id is
-// gallery/<id>/<version>; a crash in between republishes the same id, which
+// gallery/<id>/<version>/<new status>; a crash in between republishes the same id, which
 // JetStream drops as a duplicate, so each change reaches the stream once.
 package gallerystatus

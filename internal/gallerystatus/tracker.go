@@ -459,7 +459,11 @@ func (t *Tracker) change(ctx context.Context, id string, cur, old row, known boo
 	if err != nil {
 		return err
 	}
-	msgID := "gallery/" + id + "/" + strconv.FormatInt(ev.Version, 10)
+	// The new status is part of the id: if a publish went out but its
+	// version was not stored, and the status then changed again, the next
+	// publish reuses the version but not the id, so it is not dropped as a
+	// duplicate.
+	msgID := "gallery/" + id + "/" + strconv.FormatInt(ev.Version, 10) + "/" + ev.NewStatus
 	if err := t.publish(ctx, t.subject, msgID, data); err != nil {
 		return fmt.Errorf("publish %s: %w", msgID, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -142,7 +143,7 @@ func TestTracker_OneEventPerStatusChange(t *testing.T) {
 			t.Fatalf("%d events, want %d: %+v", len(msgs), n, msgs)
 		}
 		m := msgs[n-1]
-		wantID := fmt.Sprintf("gallery/%s/%d", g, version)
+		wantID := fmt.Sprintf("gallery/%s/%d/%s", g, version, status)
 		if m.subject != "es.gallery.status" || m.msgID != wantID || m.ev.NewStatus != status || m.ev.GalleryID != g ||
 			ptrStr(m.ev.OldStatus) != ptrStr(old) {
 			t.Fatalf("event %d: %+v, want %s %s → %s", n, m, wantID, ptrStr(old), status)
@@ -215,7 +216,7 @@ func TestTracker_OverflowRechecksAll(t *testing.T) {
 	seen := map[string]bool{}
 	for _, m := range rec.all() {
 		seen[m.ev.GalleryID] = true
-		if m.msgID != "gallery/"+m.ev.GalleryID+"/1" {
+		if m.msgID != "gallery/"+m.ev.GalleryID+"/1/"+m.ev.NewStatus {
 			t.Fatalf("msg id %s", m.msgID)
 		}
 	}
@@ -265,7 +266,7 @@ func TestTracker_CrashBetweenPublishAndCommitIsDeduped(t *testing.T) {
 		return len(ids) == 2
 	})
 	mu.Lock()
-	if ids[0] != ids[1] || ids[0] != "gallery/"+g+"/1" {
+	if ids[0] != ids[1] || !strings.HasPrefix(ids[0], "gallery/"+g+"/1/") {
 		t.Fatalf("ids %v", ids)
 	}
 	mu.Unlock()
