@@ -1,6 +1,7 @@
 package icp
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -45,15 +46,24 @@ func (e *FetchError) Error() string {
 
 func (e *FetchError) Unwrap() error { return e.Err }
 
-// blob is a downloaded asset in a temporary file, with its size and SHA-256.
+// memBlobMax is the largest asset kept in memory rather than in a temporary file: small files
+// are most memories, and a file per memory costs more than the upload on a fast link. Workers
+// bound the memory used: at most Workers × memBlobMax.
+const memBlobMax = 4 << 20
+
+// blob is a downloaded asset, in memory or in a temporary file, with its size and SHA-256.
 type blob struct {
-	file *os.File
+	io.ReaderAt
+	file *os.File // nil when in memory
 	size int64
 	hash string
 }
 
-// Close removes the temporary file.
+// Close removes the temporary file, if any.
 func (b *blob) Close() error {
+	if b.file == nil {
+		return nil
+	}
 	err := b.file.Close()
 	if rmErr := os.Remove(b.file.Name()); rmErr != nil && err == nil {
 		err = rmErr
@@ -69,7 +79,8 @@ type fetcher struct {
 	dir     string
 }
 
-// fetch downloads rawURL into a temporary file while hashing it. The timeout bounds stalls, not
+// fetch downloads rawURL, into memory when the answer says it is small and into a temporary file
+// otherwise, while hashing it. The timeout bounds stalls, not
 // the whole download: a 1 GiB video on a slow link may take long but must keep moving.
 func (f *fetcher) fetch(ctx context.Context, rawURL string) (*blob, error) {
 	u, err := url.Parse(rawURL)
@@ -99,13 +110,21 @@ func (f *fetcher) fetch(ctx context.Context, rawURL string) (*blob, error) {
 		return nil, &FetchError{URL: rawURL, TooLarge: true, Size: resp.ContentLength, Limit: f.max}
 	}
 
+	h := sha256.New()
+	body := &stallReader{r: io.LimitReader(resp.Body, f.max+1), timer: stall, timeout: f.timeout}
+	if resp.ContentLength >= 0 && resp.ContentLength <= memBlobMax {
+		buf := bytes.NewBuffer(make([]byte, 0, resp.ContentLength))
+		if _, err := io.Copy(io.MultiWriter(buf, h), body); err != nil {
+			return nil, f.failed(ctx, rawURL, err)
+		}
+		return &blob{ReaderAt: bytes.NewReader(buf.Bytes()), size: int64(buf.Len()), hash: hex.EncodeToString(h.Sum(nil))}, nil
+	}
+
 	file, err := os.CreateTemp(f.dir, "edgesync-asset-*")
 	if err != nil {
 		return nil, fmt.Errorf("asset temp file: %w", err)
 	}
-	b := &blob{file: file}
-	h := sha256.New()
-	body := &stallReader{r: io.LimitReader(resp.Body, f.max+1), timer: stall, timeout: f.timeout}
+	b := &blob{ReaderAt: file, file: file}
 	n, err := io.Copy(io.MultiWriter(file, h), body)
 	switch {
 	case err != nil:

@@ -39,6 +39,7 @@ const (
 	DefaultStopTimeout      = 5 * time.Second
 	DefaultHeartbeat        = time.Minute
 	progressInterval        = 250 * time.Millisecond
+	fetchCooldown           = 5 * time.Millisecond
 	queueMigrationLockID    = 0x6564676572697672 // "edgerivr": serialises River migrations across daemons
 	startupScanBatch        = 500
 	failureRecordingTimeout = 10 * time.Second
@@ -145,9 +146,11 @@ func NewMirror(cfg MirrorConfig, pool *pgxpool.Pool, client *Client, logger *zap
 		JobTimeout:           cfg.JobTimeout,
 		RescueStuckJobsAfter: cfg.JobTimeout + time.Minute,
 		FetchPollInterval:    cfg.PollInterval,
-		FetchCooldown:        min(cfg.PollInterval, river.FetchCooldownDefault),
-		SoftStopTimeout:      cfg.StopTimeout / 2,
-		Logger:               slogFor(m.log.With(zap.String("component", "river"))),
+		// River fetches at most as many jobs as workers are free, once per cooldown: with its 100 ms
+		// default, four workers could start at most 40 small memories a second.
+		FetchCooldown:   min(cfg.PollInterval, fetchCooldown),
+		SoftStopTimeout: cfg.StopTimeout / 2,
+		Logger:          slogFor(m.log.With(zap.String("component", "river"))),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("icp mirror job queue: %w", err)

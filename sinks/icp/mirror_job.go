@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"go.uber.org/zap"
 )
 
@@ -56,11 +57,15 @@ func (w *mirrorWorker) Work(ctx context.Context, job *river.Job[mirrorArgs]) err
 	a := job.Args
 	log := m.log.With(zap.String("memory_id", a.MemoryID), zap.String("memory_type", a.MemoryType),
 		zap.Int64("job", job.ID), zap.Int("attempt", job.Attempt))
-	err := m.sync(ctx, a, log)
+	err := m.sync(ctx, job, log)
 	switch {
 	case err == nil:
 		m.metrics.jobs.WithLabelValues(resultOK).Inc()
 		return nil
+	case errors.Is(err, errUnsettled):
+		// Work was done, the edges just keep changing: run again soon, without costing an attempt.
+		m.metrics.jobs.WithLabelValues(resultOK).Inc()
+		return river.JobSnooze(time.Second)
 	case m.stopping.Load() && ctx.Err() != nil:
 		// Shutdown, not a failure: the job is available again at once, costs no attempt, and
 		// the next start resumes the upload from the chunks the canister holds.
@@ -138,10 +143,22 @@ var errMemoryGone = errors.New("memory row not found")
 // errNoAssetURL says an asset edge is migrating but the row has no asset URL.
 var errNoAssetURL = errors.New("asset edge migrating but the memory has no asset URL")
 
+// errUnsettled says edges kept becoming migrating while the job ran; it goes round once more.
+var errUnsettled = errors.New("icp edges kept changing while the job ran")
+
+// maxPasses bounds how often one job goes round for edges that became migrating while it ran.
+const maxPasses = 3
+
 // sync mirrors what the memory's migrating icp-canister edges ask for: metadata, then the asset.
 // Every step is idempotent (the canister answers AlreadyExists with the stored hash), so a retry
 // or a second job for the same memory redoes nothing that is done.
-func (m *Mirror) sync(ctx context.Context, a mirrorArgs, log *zap.Logger) error {
+//
+// The job completes itself in the transaction that finds no migrating edge left (see complete).
+// That closes the lost-wake gap: a wake for an edge set migrating while this job runs is dropped
+// as a duplicate of it, so this job must either see that edge and go round again, or complete
+// before the wake's insert, which then makes a new job.
+func (m *Mirror) sync(ctx context.Context, job *river.Job[mirrorArgs], log *zap.Logger) error {
+	a := job.Args
 	t, ok := m.tables[a.MemoryType]
 	if !ok {
 		return fmt.Errorf("memory type %q has no table mapping", a.MemoryType)
@@ -149,41 +166,75 @@ func (m *Mirror) sync(ctx context.Context, a mirrorArgs, log *zap.Logger) error 
 	if !ValidUUID(a.MemoryID) {
 		return fmt.Errorf("%w: %q", ErrInvalidUUID, a.MemoryID)
 	}
-	// Passes repeat while edges become migrating during a pass (a new request, a reconcile
-	// repair): their wake was dropped as a duplicate of this running job.
-	for pass := 0; pass < 3; pass++ {
-		want, err := m.migratingArtifacts(ctx, a)
-		if err != nil || len(want) == 0 {
-			return err
-		}
-		if pass > 0 {
-			log.Debug("icp edges became migrating while the job ran; another pass")
-		}
-		row, err := m.readRow(ctx, t, a.MemoryID)
-		if err != nil {
-			return err
-		}
-		if want["metadata"] {
-			hash, err := m.client.PutMetadata(ctx, a.MemoryID, row.json)
-			if err != nil {
-				return &stepError{step: "metadata", err: err}
-			}
-			if err := m.markStored(ctx, a, "metadata", hash, int64(len(row.json))); err != nil {
-				return err
-			}
-		}
-		if want["asset"] {
-			if err := m.syncAsset(ctx, a, row, log); err != nil {
-				return err
-			}
-		}
-		if _, err := m.pool.Exec(ctx, `DELETE FROM sync_attempts WHERE memory_id = $1 AND memory_type = $2 AND backend = 'icp-canister'`,
-			a.MemoryID, a.MemoryType); err != nil {
-			return fmt.Errorf("clear sync attempts: %w", err)
-		}
-		log.Debug("icp mirror done", zap.Bool("metadata", want["metadata"]), zap.Bool("asset", want["asset"]))
+	want, err := m.migratingArtifacts(ctx, m.pool, a)
+	if err != nil {
+		return err
 	}
+	for pass := range maxPasses {
+		if len(want) > 0 {
+			if pass > 0 {
+				log.Debug("icp edges became migrating while the job ran; another pass")
+			}
+			if err := m.store(ctx, t, a, want, log); err != nil {
+				return err
+			}
+		}
+		if want, err = m.complete(ctx, job); err != nil || len(want) == 0 {
+			return err
+		}
+	}
+	return errUnsettled
+}
+
+// store does one pass: the artifacts in want.
+func (m *Mirror) store(ctx context.Context, t Table, a mirrorArgs, want map[string]bool, log *zap.Logger) error {
+	row, err := m.readRow(ctx, t, a.MemoryID)
+	if err != nil {
+		return err
+	}
+	if want["metadata"] {
+		hash, err := m.client.PutMetadata(ctx, a.MemoryID, row.json)
+		if err != nil {
+			return &stepError{step: "metadata", err: err}
+		}
+		if err := m.markStored(ctx, a, "metadata", hash, int64(len(row.json)), !want["asset"]); err != nil {
+			return err
+		}
+	}
+	if want["asset"] {
+		if err := m.syncAsset(ctx, a, row, log); err != nil {
+			return err
+		}
+	}
+	log.Debug("icp mirror pass done", zap.Bool("metadata", want["metadata"]), zap.Bool("asset", want["asset"]))
 	return nil
+}
+
+// errEdgesMigrating rolls back a completion that found edges still migrating.
+var errEdgesMigrating = errors.New("icp edges still migrating")
+
+// complete marks the job completed, in one transaction with the check that no icp edge of the
+// memory is migrating; if some are, it rolls back and returns them for another pass. The job row
+// is updated before the check: a wake racing with us either waits on that row lock and, once we
+// commit, inserts a new job, or ran before it, in which case its edge change is visible to the
+// check.
+func (m *Mirror) complete(ctx context.Context, job *river.Job[mirrorArgs]) (migrating map[string]bool, err error) {
+	err = pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+		if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+			return fmt.Errorf("complete job: %w", err)
+		}
+		if migrating, err = m.migratingArtifacts(ctx, tx, job.Args); err != nil {
+			return err
+		}
+		if len(migrating) > 0 {
+			return errEdgesMigrating
+		}
+		return nil
+	})
+	if errors.Is(err, errEdgesMigrating) {
+		return migrating, nil
+	}
+	return nil, err
 }
 
 func (m *Mirror) syncAsset(ctx context.Context, a mirrorArgs, row memoryRow, log *zap.Logger) error {
@@ -211,11 +262,11 @@ func (m *Mirror) syncAsset(ctx context.Context, a mirrorArgs, row memoryRow, log
 	defer m.metrics.uploading.Dec()
 	stopBeat := m.heartbeat(ctx, a, log)
 	defer stopBeat()
-	_, err = m.client.UploadAsset(ctx, a.MemoryID, b.file, b.size, b.hash, m.progress(a))
+	_, err = m.client.UploadAsset(ctx, a.MemoryID, b, b.size, b.hash, m.progress(a))
 	if err != nil {
 		return &stepError{step: "asset", err: err}
 	}
-	return m.markStored(ctx, a, "asset", b.hash, b.size)
+	return m.markStored(ctx, a, "asset", b.hash, b.size, true)
 }
 
 // progress returns the upload's progress callback: it counts the bytes actually sent and passes
@@ -265,8 +316,13 @@ func (m *Mirror) heartbeat(ctx context.Context, a mirrorArgs, log *zap.Logger) (
 	return func() { cancel(); <-done }
 }
 
-func (m *Mirror) migratingArtifacts(ctx context.Context, a mirrorArgs) (map[string]bool, error) {
-	rows, err := m.pool.Query(ctx, `SELECT artifact::text FROM storage_edges
+// querier is what migratingArtifacts needs of a pool or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func (m *Mirror) migratingArtifacts(ctx context.Context, q querier, a mirrorArgs) (map[string]bool, error) {
+	rows, err := q.Query(ctx, `SELECT artifact::text FROM storage_edges
 		WHERE memory_id = $1 AND memory_type = $2 AND backend = 'icp-canister' AND sync_state = 'migrating'`,
 		a.MemoryID, a.MemoryType)
 	if err != nil {
@@ -295,12 +351,11 @@ func (m *Mirror) readRow(ctx context.Context, t Table, id string) (memoryRow, er
 		url, size, pgx.Identifier{t.Name}.Sanitize())
 	var row memoryRow
 	var doc string
-	err := pgx.BeginTxFunc(ctx, m.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT set_config('TimeZone', 'UTC', true), set_config('extra_float_digits', '1', true)`); err != nil {
-			return err
-		}
-		return tx.QueryRow(ctx, q, id).Scan(&doc, &row.url, &row.size)
-	})
+	// One round trip: a batch is one implicit transaction, so the local settings hold for the query.
+	batch := &pgx.Batch{}
+	batch.Queue(`SELECT set_config('TimeZone', 'UTC', true), set_config('extra_float_digits', '1', true)`)
+	batch.Queue(q, id).QueryRow(func(r pgx.Row) error { return r.Scan(&doc, &row.url, &row.size) })
+	err := m.pool.SendBatch(ctx, batch).Close()
 	if errors.Is(err, pgx.ErrNoRows) {
 		return memoryRow{}, errMemoryGone
 	}
@@ -311,13 +366,18 @@ func (m *Mirror) readRow(ctx context.Context, t Table, id string) (memoryRow, er
 	return row, nil
 }
 
-// markStored records that the canister holds artifact with hash and size. It is unconditional:
-// if reconcile gave up on the edge meanwhile, the canister's answer is still the truth.
-func (m *Mirror) markStored(ctx context.Context, a mirrorArgs, artifact, hash string, size int64) error {
-	_, err := m.pool.Exec(ctx, `UPDATE storage_edges
-		SET present = true, sync_state = 'idle', sync_error = NULL, content_hash = $4, size_bytes = $5, last_synced_at = now()
-		WHERE memory_id = $1 AND memory_type = $2 AND backend = 'icp-canister' AND artifact = $3::artifact_t`,
-		a.MemoryID, a.MemoryType, artifact, hash, size)
+// markStored records that the canister holds artifact with hash and size; with last, the pass
+// is done and its retry bookkeeping goes in the same statement, so nobody sees a stored memory
+// with attempts still counted. It is unconditional: if reconcile gave up on the edge meanwhile,
+// the canister's answer is still the truth.
+func (m *Mirror) markStored(ctx context.Context, a mirrorArgs, artifact, hash string, size int64, last bool) error {
+	_, err := m.pool.Exec(ctx, `WITH cleared AS (
+		DELETE FROM sync_attempts WHERE $6::boolean AND memory_id = $1 AND memory_type = $2 AND backend = 'icp-canister'
+	)
+	UPDATE storage_edges
+	SET present = true, sync_state = 'idle', sync_error = NULL, content_hash = $4, size_bytes = $5, last_synced_at = now()
+	WHERE memory_id = $1 AND memory_type = $2 AND backend = 'icp-canister' AND artifact = $3::artifact_t`,
+		a.MemoryID, a.MemoryType, artifact, hash, size, last)
 	if err != nil {
 		return fmt.Errorf("mark %s stored on icp: %w", artifact, err)
 	}
