@@ -150,8 +150,10 @@ func (c *Change) MergeUnchanged() {
 	if c.New == nil || c.Old == nil {
 		return
 	}
+	// Only a value the old row really carries is copied: a key-only old
+	// row has nulls in its other columns, which are not the old values.
 	for i := range c.New {
-		if c.New[i].Kind == Unchanged && i < len(c.Old) && c.Old[i].Kind != Unchanged {
+		if c.New[i].Kind == Unchanged && i < len(c.Old) && c.Old[i].Kind == Text {
 			c.New[i] = c.Old[i]
 		}
 	}

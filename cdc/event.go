@@ -20,6 +20,7 @@ type Event struct {
 	Before         json.RawMessage `json:"before"`
 	After          json.RawMessage `json:"after"`
 	UnchangedToast []string        `json:"unchanged_toast,omitempty"`
+	Oversized      []string        `json:"oversized_columns,omitempty"`
 	EmittedAt      time.Time       `json:"emitted_at"`
 }
 
@@ -75,6 +76,9 @@ type EventHeader struct {
 	Table      string
 	LSN        LSN
 	Txn        *Txn
+	// MaxValue, when > 0, leaves out column values longer than this many
+	// bytes (named in oversized_columns) so the message fits NATS' limit.
+	MaxValue int
 }
 
 // AppendEvent appends the JSON envelope of a change.
@@ -115,14 +119,15 @@ func AppendEvent(b []byte, h EventHeader, rel *Relation, before, after Row, now 
 	b = append(b, `,"commit_time":"`...)
 	b = ct.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `"},"before":`...)
+	var oversized []string
 	if rel != nil {
-		b = AppendRowJSON(b, rel, before)
+		b, oversized = AppendRowJSONLimit(b, rel, before, h.MaxValue, oversized)
 	} else {
 		b = append(b, "null"...)
 	}
 	b = append(b, `,"after":`...)
 	if rel != nil {
-		b = AppendRowJSON(b, rel, after)
+		b, oversized = AppendRowJSONLimit(b, rel, after, h.MaxValue, oversized)
 	} else {
 		b = append(b, "null"...)
 	}
@@ -137,6 +142,16 @@ func AppendEvent(b []byte, h EventHeader, rel *Relation, before, after Row, now 
 			}
 			b = append(b, ']')
 		}
+	}
+	if len(oversized) > 0 {
+		b = append(b, `,"oversized_columns":[`...)
+		for i, c := range oversized {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = AppendString(b, c)
+		}
+		b = append(b, ']')
 	}
 	b = append(b, `,"emitted_at":"`...)
 	b = now.UTC().AppendFormat(b, time.RFC3339Nano)

@@ -28,13 +28,24 @@ const (
 // become RFC 3339 strings, everything else (uuid, text, enums, ...) a string.
 // Unchanged TOAST values are left out; see UnchangedColumns.
 func AppendRowJSON(b []byte, rel *Relation, row Row) []byte {
+	b, _ = AppendRowJSONLimit(b, rel, row, 0, nil)
+	return b
+}
+
+// AppendRowJSONLimit is AppendRowJSON leaving out values longer than limit
+// bytes (0: no limit); it appends their column names to omitted.
+func AppendRowJSONLimit(b []byte, rel *Relation, row Row, limit int, omitted []string) ([]byte, []string) {
 	if row == nil {
-		return append(b, "null"...)
+		return append(b, "null"...), omitted
 	}
 	b = append(b, '{')
 	first := true
 	for i, v := range row {
 		if i >= len(rel.Columns) || v.Kind == Unchanged {
+			continue
+		}
+		if limit > 0 && len(v.Data) > limit {
+			omitted = append(omitted, rel.Columns[i].Name)
 			continue
 		}
 		if !first {
@@ -45,7 +56,7 @@ func AppendRowJSON(b []byte, rel *Relation, row Row) []byte {
 		b = append(b, ':')
 		b = appendValue(b, rel.Columns[i].OID, v)
 	}
-	return append(b, '}')
+	return append(b, '}'), omitted
 }
 
 // UnchangedColumns names the columns of row that are unchanged TOAST values.

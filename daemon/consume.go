@@ -68,10 +68,14 @@ type consumer struct {
 	pend    *cdc.Pending
 	buf     []byte
 	id      []byte
+	maxBody int // NATS max_payload less room for headers
 }
 
 func (p *Pipeline) consume(ctx context.Context, items <-chan cdc.Item, tr *cdc.Tracker, b *edges.Batcher, pub *natssink.Publisher) error {
-	c := &consumer{p: p, batcher: b, pub: pub, tracker: tr, rels: map[*cdc.Relation]*relInfo{}}
+	c := &consumer{p: p, batcher: b, pub: pub, tracker: tr, rels: map[*cdc.Relation]*relInfo{}, maxBody: int(p.nc.MaxPayload()) - 4096}
+	if c.maxBody <= 0 {
+		c.maxBody = 1<<20 - 4096
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -188,12 +192,28 @@ func (c *consumer) memory(ctx context.Context, txn *cdc.Txn, ch *cdc.Change, ri 
 	if err := c.batcher.Add(ctx, op, c.pend); err != nil {
 		return err
 	}
-	c.buf = cdc.AppendEvent(c.buf[:0], cdc.EventHeader{
+	c.event(cdc.EventHeader{
 		ID: c.msgID(txn, ch.Index, ""), Op: cdc.EventOp(ch.Op), MemoryID: id, MemoryType: typ,
 		Table: ch.Rel.Qualified(), LSN: ch.LSN, Txn: txn,
-	}, ch.Rel, ch.Old, ch.New, time.Now())
+	}, ch)
 	subject := c.p.cfg.SubjectPrefix + ".memory." + typ + "." + cdc.EventOp(ch.Op)
 	return c.publish(ctx, subject, string(c.id), c.buf)
+}
+
+// oversizedValue is the largest column value kept in an event whose row does
+// not fit NATS' max_payload as a whole.
+const oversizedValue = 16 << 10
+
+// event encodes a change's envelope into c.buf. A row too big for one NATS
+// message (a huge TOASTed column) is sent without its biggest values, named
+// in oversized_columns, rather than failing the pipeline forever.
+func (c *consumer) event(h cdc.EventHeader, ch *cdc.Change) {
+	now := time.Now()
+	c.buf = cdc.AppendEvent(c.buf[:0], h, ch.Rel, ch.Old, ch.New, now)
+	if len(c.buf) > c.maxBody {
+		h.MaxValue = oversizedValue
+		c.buf = cdc.AppendEvent(c.buf[:0], h, ch.Rel, ch.Old, ch.New, now)
+	}
 }
 
 func (c *consumer) publish(ctx context.Context, subject, id string, data []byte) error {
@@ -216,10 +236,10 @@ func (c *consumer) edge(ctx context.Context, txn *cdc.Txn, ch *cdc.Change, ri *r
 		return nil
 	}
 	id := c.msgID(txn, ch.Index, "")
-	c.buf = cdc.AppendEvent(c.buf[:0], cdc.EventHeader{
+	c.event(cdc.EventHeader{
 		ID: id, Op: cdc.EventOp(ch.Op), MemoryID: memID, MemoryType: memType, Backend: backend, Artifact: artifact,
 		Table: ch.Rel.Qualified(), LSN: ch.LSN, Txn: txn,
-	}, ch.Rel, ch.Old, ch.New, time.Now())
+	}, ch)
 	body := make([]byte, len(c.buf))
 	copy(body, c.buf)
 	subject := c.p.cfg.SubjectPrefix + ".edge." + backend + "." + cdc.EventOp(ch.Op)

@@ -87,8 +87,10 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 		return nil, err
 	}
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "edgesync"
-	if pcfg.MaxConns < 8 {
-		pcfg.MaxConns = 8
+	// The pipeline, the ICP mirror's workers, reconcile, the gallery tracker
+	// and the API share the pool.
+	if pcfg.MaxConns < 16 {
+		pcfg.MaxConns = 16
 	}
 	d.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
@@ -96,6 +98,11 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	}
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	err = d.pool.Ping(pctx)
+	if err == nil {
+		// What a person must fix on the server fails the start with one
+		// line, instead of a pipeline retrying forever.
+		err = cdc.CheckServer(pctx, d.pool, cfg.Slot)
+	}
 	cancel()
 	if err != nil {
 		return nil, err
@@ -270,7 +277,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err = <-httpErr:
 	}
-	<-leaderDone // the pipeline drains inside lead
+	d.ready.Store(false) // shutting down: take this instance out of the Service
+	<-leaderDone         // the pipeline drains inside lead
 	wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Second)
 	_ = d.recon.Wait(wctx) // a running reconcile is cancelled; it is idempotent
 	wcancel()
@@ -308,7 +316,7 @@ func (d *Daemon) lead(lctx context.Context) {
 			hub.Publish(ev.ID, ev.Data)
 			gallery.MemoriesChanged(gallerystatus.MemoryKey{ID: ev.MemoryID, Type: ev.MemoryType})
 			if d.icp != nil && ev.Backend == "icp-canister" && ev.SyncState == "migrating" {
-				d.icp.Wake(lctx, ev.MemoryID, ev.MemoryType)
+				d.icp.Wake(ev.MemoryID, ev.MemoryType)
 			}
 		},
 		GalleryChanged: func(id string) {

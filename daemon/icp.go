@@ -13,7 +13,6 @@ import (
 	"github.com/edgesync/edgesync/config"
 	"github.com/edgesync/edgesync/reconcile"
 	"github.com/edgesync/edgesync/sinks/icp"
-	natssink "github.com/edgesync/edgesync/sinks/nats"
 )
 
 // icpChecker lets reconcile compare edges with the canister once the ICP
@@ -46,6 +45,9 @@ type mirror struct {
 	d       *Daemon
 	checker *icpChecker
 	wakes   chan wake
+	// dropped is set when a wake did not fit the queue: the mirror then
+	// re-reads the migrating edges instead of ever blocking the pipeline.
+	dropped atomic.Bool
 
 	mu     sync.Mutex
 	client *icp.Client
@@ -55,13 +57,40 @@ func newMirror(d *Daemon) *mirror {
 	return &mirror{d: d, checker: &icpChecker{}, wakes: make(chan wake, 4096)}
 }
 
-// Wake queues a memory for the mirror; it blocks only when 4096 wakes are
-// already waiting (backpressure on the pipeline, never loss).
-func (m *mirror) Wake(ctx context.Context, id, typ string) {
+// Wake queues a memory for the mirror without ever blocking the pipeline (the
+// mirror is slow and remote and must not hold WAL): when the queue is full
+// the wake is dropped and the migrating edges are re-read instead.
+func (m *mirror) Wake(id, typ string) {
 	select {
 	case m.wakes <- wake{id, typ}:
-	case <-ctx.Done():
+	default:
+		m.dropped.Store(true)
 	}
+}
+
+// rescan wakes every memory with migrating icp-canister edges.
+func (m *mirror) rescan(ctx context.Context, mir *icp.Mirror) error {
+	rows, err := m.d.pool.Query(ctx, `SELECT DISTINCT memory_id::text, memory_type::text FROM storage_edges
+		WHERE backend = 'icp-canister' AND sync_state = 'migrating'`)
+	if err != nil {
+		return err
+	}
+	var ws []wake
+	for rows.Next() {
+		var w wake
+		if err := rows.Scan(&w.id, &w.typ); err != nil {
+			rows.Close()
+			return err
+		}
+		ws = append(ws, w)
+	}
+	rows.Close()
+	for _, w := range ws {
+		if err := mir.Wake(ctx, w.id, w.typ); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
 
 func (m *mirror) connect(ctx context.Context, log *zap.Logger) (*icp.Client, error) {
@@ -108,12 +137,15 @@ func (m *mirror) Run(ctx context.Context) {
 			body := fmt.Appendf(nil, `{"memory_id":%q,"memory_type":%q,"bytes_done":%d,"bytes_total":%d,"at":%q}`,
 				id, typ, done, total, time.Now().UTC().Format(time.RFC3339Nano))
 			hub.PublishEvent("progress", "", body)
-			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			defer cancel()
-			if err := natssink.PublishSync(pctx, m.d.js, prefix+".sync.progress", "", body); err != nil {
+			// Core NATS publish (the stream captures sync.>): progress needs
+			// no ack and must not hold up the chunk senders.
+			if err := m.d.nc.Publish(prefix+".sync.progress", body); err != nil {
 				log.Debug("publish progress", zap.Error(err))
 			}
 		},
+		// A job left running by a crashed leader is rescued after this
+		// (+1 min), so keep it to a bound on one large upload.
+		JobTimeout: 15 * time.Minute,
 	}, m.d.pool, client, log, m.d.reg)
 	if err != nil {
 		log.Error("ICP mirror", zap.Error(err))
@@ -123,10 +155,19 @@ func (m *mirror) Run(ctx context.Context) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
+			case <-t.C:
+				if m.dropped.Swap(false) {
+					if err := m.rescan(ctx, mir); err != nil && ctx.Err() == nil {
+						m.dropped.Store(true)
+						log.Warn("re-read migrating icp edges", zap.Error(err))
+					}
+				}
 			case w := <-m.wakes:
 				if err := mir.Wake(ctx, w.id, w.typ); err != nil && ctx.Err() == nil {
 					log.Warn("wake the ICP mirror (the next start or reconcile re-finds it)", zap.Error(err))

@@ -192,15 +192,17 @@ func TestViews_Semantics(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	const (
-		noteWeb2   = "00000000-0000-0000-0000-000000000001"
-		noteICP    = "00000000-0000-0000-0000-000000000002"
-		imgBoth    = "00000000-0000-0000-0000-000000000003"
-		imgMetaICP = "00000000-0000-0000-0000-000000000004"
-		imgWeb2    = "00000000-0000-0000-0000-000000000005"
-		gEmpty     = "10000000-0000-0000-0000-000000000001"
-		gForever   = "10000000-0000-0000-0000-000000000002"
-		gPartial   = "10000000-0000-0000-0000-000000000003"
-		gWeb2      = "10000000-0000-0000-0000-000000000004"
+		noteWeb2     = "00000000-0000-0000-0000-000000000001"
+		noteICP      = "00000000-0000-0000-0000-000000000002"
+		imgBoth      = "00000000-0000-0000-0000-000000000003"
+		imgMetaICP   = "00000000-0000-0000-0000-000000000004"
+		imgWeb2      = "00000000-0000-0000-0000-000000000005"
+		imgCleared   = "00000000-0000-0000-0000-000000000006"
+		imgMigrating = "00000000-0000-0000-0000-000000000007"
+		gEmpty       = "10000000-0000-0000-0000-000000000001"
+		gForever     = "10000000-0000-0000-0000-000000000002"
+		gPartial     = "10000000-0000-0000-0000-000000000003"
+		gWeb2        = "10000000-0000-0000-0000-000000000004"
 	)
 	exec := func(sql string, args ...any) {
 		t.Helper()
@@ -223,14 +225,24 @@ func TestViews_Semantics(t *testing.T) {
 	edge(imgMetaICP, "image", "metadata", "icp-canister", true) // asset type needs both
 	edge(imgWeb2, "image", "metadata", "neon-db", true)
 	edge(imgWeb2, "image", "asset", "vercel-blob", true)
+	// URL cleared before it reached ICP: the not-present blob edge is no
+	// asset, so metadata on ICP completes it.
+	edge(imgCleared, "image", "metadata", "neon-db", true)
+	edge(imgCleared, "image", "asset", "vercel-blob", false)
+	edge(imgCleared, "image", "metadata", "icp-canister", true)
+	// An asset being mirrored counts even while the blob edge is gone.
+	edge(imgMigrating, "image", "metadata", "icp-canister", true)
+	edge(imgMigrating, "image", "asset", "icp-canister", false)
 
 	type mp struct{ metaNeon, assetBlob, metaICP, assetICP, complete bool }
 	wantMem := map[string]mp{
-		noteWeb2:   {true, false, false, false, false},
-		noteICP:    {true, false, true, false, true},
-		imgBoth:    {true, true, true, true, true},
-		imgMetaICP: {true, true, true, false, false},
-		imgWeb2:    {true, true, false, false, false},
+		noteWeb2:     {true, false, false, false, false},
+		noteICP:      {true, false, true, false, true},
+		imgBoth:      {true, true, true, true, true},
+		imgMetaICP:   {true, true, true, false, false},
+		imgWeb2:      {true, true, false, false, false},
+		imgCleared:   {true, false, true, false, true},
+		imgMigrating: {false, false, true, false, false},
 	}
 	for id, w := range wantMem {
 		var g mp

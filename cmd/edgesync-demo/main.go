@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -63,7 +64,21 @@ func (d *demo) say(format string, args ...any) {
 	fmt.Fprintf(d.out, "\n\033[1m==> "+format+"\033[0m\n", args...)
 }
 
+// syncWriter serialises the narration and the event lines written from the
+// NATS subscription's goroutine.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
 func run(ctx context.Context, out io.Writer, addr string, exitAfter bool) error {
+	out = &syncWriter{w: out}
 	d := &demo{out: out}
 	d.say("starting a throwaway PostgreSQL (wal_level=logical) from this machine's binaries")
 	cluster, err := pgtest.Start()

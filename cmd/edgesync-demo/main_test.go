@@ -13,7 +13,7 @@ import (
 func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	var out bytes.Buffer
+	var out bytes.Buffer // run serialises its writes
 	if err := run(ctx, &out, "127.0.0.1:0", true); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}

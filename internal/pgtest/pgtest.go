@@ -95,7 +95,7 @@ func Shared(tb testing.TB) *Cluster {
 			shared, sharedErr = external(u)
 			return
 		}
-		shared, sharedErr = start()
+		shared, sharedErr = start("")
 	})
 	if sharedErr != nil {
 		tb.Fatal(sharedErr)
@@ -104,7 +104,7 @@ func Shared(tb testing.TB) *Cluster {
 }
 
 // Start starts a cluster outside any test (the demo uses it); Close it.
-func Start() (*Cluster, error) { return start() }
+func Start() (*Cluster, error) { return start("") }
 
 // CreateDB creates an empty database and returns its URL.
 func (c *Cluster) CreateDB(ctx context.Context, name string) (string, error) {
@@ -121,7 +121,17 @@ func StartCluster(tb testing.TB) *Cluster {
 	if os.Getenv("EDGESYNC_TEST_DATABASE_URL") != "" {
 		tb.Fatal("this test stops and restarts its own PostgreSQL server and cannot run against EDGESYNC_TEST_DATABASE_URL; unset it")
 	}
-	c, err := start()
+	return StartClusterConf(tb, "")
+}
+
+// StartClusterConf is StartCluster with extra postgresql.conf lines, which
+// override the defaults (e.g. "wal_level = replica" to test the checks).
+func StartClusterConf(tb testing.TB, conf string) *Cluster {
+	tb.Helper()
+	if os.Getenv("EDGESYNC_TEST_DATABASE_URL") != "" {
+		tb.Fatal("this test needs its own PostgreSQL server and cannot run against EDGESYNC_TEST_DATABASE_URL; unset it")
+	}
+	c, err := start(conf)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -329,7 +339,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func start() (*Cluster, error) {
+func start(extraConf string) (*Cluster, error) {
 	bin, err := FindBinaries()
 	if err != nil {
 		return nil, err
@@ -380,7 +390,7 @@ log_min_messages = warning
 	if err != nil {
 		return nil, err
 	}
-	_, err = f.WriteString(conf)
+	_, err = f.WriteString(conf + extraConf + "\n")
 	f.Close()
 	if err != nil {
 		return nil, err

@@ -10,9 +10,11 @@ SELECT e.memory_id,
        bool_or(e.artifact = 'asset' AND e.backend = 'vercel-blob' AND e.present)         AS asset_blob,
        bool_or(e.artifact = 'metadata' AND e.backend = 'icp-canister' AND e.present)     AS meta_icp,
        bool_or(e.artifact = 'asset' AND e.backend = 'icp-canister' AND e.present)        AS asset_icp,
-       -- metadata on ICP, and the asset too wherever the memory has an asset edge at all
+       -- metadata on ICP, and the asset too wherever the memory has an asset:
+       -- one present on any backend, or one being (or having been) put on ICP.
+       -- A blob edge left not present after its URL was cleared is no asset.
        bool_or(e.artifact = 'metadata' AND e.backend = 'icp-canister' AND e.present)
-         AND (NOT bool_or(e.artifact = 'asset')
+         AND (NOT bool_or(e.artifact = 'asset' AND (e.present OR e.backend = 'icp-canister'))
               OR bool_or(e.artifact = 'asset' AND e.backend = 'icp-canister' AND e.present)) AS icp_complete
 FROM storage_edges e
 GROUP BY e.memory_id, e.memory_type;
@@ -41,7 +43,7 @@ CROSS JOIN LATERAL (
         SELECT bool_or(e.artifact = 'metadata' AND e.backend = 'icp-canister' AND e.present) AS meta_icp,
                bool_or(e.artifact = 'asset' AND e.backend = 'icp-canister' AND e.present)    AS asset_icp,
                bool_or(e.artifact = 'metadata' AND e.backend = 'icp-canister' AND e.present)
-                 AND (NOT bool_or(e.artifact = 'asset')
+                 AND (NOT bool_or(e.artifact = 'asset' AND (e.present OR e.backend = 'icp-canister'))
                       OR bool_or(e.artifact = 'asset' AND e.backend = 'icp-canister' AND e.present)) AS icp_complete
         FROM storage_edges e
         WHERE e.memory_id = gi.memory_id AND e.memory_type = gi.memory_type

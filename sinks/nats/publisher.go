@@ -28,7 +28,10 @@ func Subjects(prefix string) []string {
 	return []string{prefix + ".memory.>", prefix + ".edge.>", prefix + ".gallery.>", prefix + ".sync.>", prefix + ".reconcile.>"}
 }
 
-// EnsureStream creates the stream or updates it to this configuration.
+// EnsureStream creates the stream when it does not exist. An existing stream
+// is left as its operator configured it (replicas, limits, dedupe window),
+// except that missing subjects are added; a dedupe window under two minutes is
+// an error, because replays after a crash rely on it.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (jetstream.Stream, error) {
 	if c.Duplicates < 2*time.Minute {
 		c.Duplicates = 5 * time.Minute
@@ -39,19 +42,45 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 	if c.Replicas == 0 {
 		c.Replicas = 1
 	}
-	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        c.Name,
-		Description: "edgesync change events (CONTRACT section 5)",
-		Subjects:    Subjects(c.SubjectPrefix),
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    c.Replicas,
-		MaxAge:      c.MaxAge,
-		Duplicates:  c.Duplicates,
-		Discard:     jetstream.DiscardOld,
-	})
+	s, err := js.Stream(ctx, c.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:        c.Name,
+			Description: "edgesync change events (CONTRACT section 5)",
+			Subjects:    Subjects(c.SubjectPrefix),
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    c.Replicas,
+			MaxAge:      c.MaxAge,
+			Duplicates:  c.Duplicates,
+			Discard:     jetstream.DiscardOld,
+		})
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = js.Stream(ctx, c.Name) // another instance created it meanwhile
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("create or update stream %s: %w", c.Name, err)
+		return nil, fmt.Errorf("stream %s: %w", c.Name, err)
+	}
+	cfg := s.CachedInfo().Config
+	if cfg.Duplicates < 2*time.Minute {
+		return nil, fmt.Errorf("stream %s has a duplicate window of %s: set it to at least 2m (nats stream edit %s --dupe-window 10m), or replays after a crash may duplicate events", c.Name, cfg.Duplicates, c.Name)
+	}
+	have := map[string]bool{}
+	for _, sub := range cfg.Subjects {
+		have[sub] = true
+	}
+	missing := false
+	for _, sub := range Subjects(c.SubjectPrefix) {
+		if !have[sub] {
+			cfg.Subjects = append(cfg.Subjects, sub)
+			missing = true
+		}
+	}
+	if missing {
+		if s, err = js.UpdateStream(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("add edgesync's subjects to stream %s: %w", c.Name, err)
+		}
 	}
 	return s, nil
 }
