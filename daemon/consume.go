@@ -171,23 +171,8 @@ func (c *consumer) memory(ctx context.Context, txn *cdc.Txn, ch *cdc.Change, ri 
 		}
 	}
 	op := edges.Op{MemoryID: id, MemoryType: typ, Delete: ch.Op == cdc.OpDelete}
-	if !op.Delete {
-		op.URLKnown = true
-		if ri.url >= 0 {
-			v := row.Get(ri.url)
-			if sv := row.Get(ri.size); sv.Kind == cdc.Text {
-				if n, err := strconv.ParseInt(string(sv.Data), 10, 64); err == nil && n >= 0 {
-					op.Size = &n
-				}
-			}
-			switch v.Kind {
-			case cdc.Text:
-				s := string(v.Data)
-				op.URL = &s
-			case cdc.Unchanged:
-				op.URLKnown = false // not sent and no old row: leave the asset edge alone
-			}
-		}
+	if !op.Delete && ri.url >= 0 {
+		op.URL, op.Size, op.URLKnown = assetOf(row, ri)
 	}
 	if err := c.batcher.Add(ctx, op, c.pend); err != nil {
 		return err
@@ -214,6 +199,24 @@ func (c *consumer) event(h cdc.EventHeader, ch *cdc.Change) {
 		h.MaxValue = oversizedValue
 		c.buf = cdc.AppendEvent(c.buf[:0], h, ch.Rel, ch.Old, ch.New, now)
 	}
+}
+
+// assetOf reads a memory row's asset URL and size. known is false when the
+// URL is an unchanged TOAST value the change did not carry.
+func assetOf(row cdc.Row, ri *relInfo) (url *string, size *int64, known bool) {
+	if sv := row.Get(ri.size); sv.Kind == cdc.Text {
+		if n, err := strconv.ParseInt(string(sv.Data), 10, 64); err == nil && n >= 0 {
+			size = &n
+		}
+	}
+	switch v := row.Get(ri.url); v.Kind {
+	case cdc.Text:
+		s := string(v.Data)
+		return &s, size, true
+	case cdc.Unchanged:
+		return nil, size, false
+	}
+	return nil, size, true
 }
 
 func (c *consumer) publish(ctx context.Context, subject, id string, data []byte) error {

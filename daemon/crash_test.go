@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -121,23 +122,28 @@ func (p *proc) term(within time.Duration) (error, time.Duration) {
 	}
 }
 
-// leader reads edgesync_leader from the process' metrics.
-func (p *proc) leader() bool {
+// metrics returns the process' /metrics text ("" when unreachable).
+func (p *proc) metrics() string {
 	resp, err := http.Get("http://" + p.addr + "/metrics")
 	if err != nil {
-		return false
+		return ""
 	}
 	defer resp.Body.Close()
-	var b strings.Builder
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := resp.Body.Read(buf)
-		b.Write(buf[:n])
-		if err != nil {
-			break
-		}
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// leader reads edgesync_leader from the process' metrics.
+func (p *proc) leader() bool { return strings.Contains(p.metrics(), "\nedgesync_leader 1") }
+
+// readLog returns what the daemons wrote so far.
+func readLog(t *testing.T, f *os.File) string {
+	t.Helper()
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
 	}
-	return strings.Contains(b.String(), "\nedgesync_leader 1")
+	return string(b)
 }
 
 // workload writes memory changes and logs each, in the same transaction, to

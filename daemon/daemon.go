@@ -313,7 +313,7 @@ func (d *Daemon) lead(lctx context.Context) {
 	}
 	hooks := Hooks{
 		EdgeChanged: func(ev EdgeEvent) {
-			hub.Publish(ev.ID, ev.Data)
+			hub.PublishEdge(ev.ID, ev.Data, ev.Backend, ev.SyncState)
 			gallery.MemoriesChanged(gallerystatus.MemoryKey{ID: ev.MemoryID, Type: ev.MemoryType})
 			if d.icp != nil && ev.Backend == "icp-canister" && ev.SyncState == "migrating" {
 				d.icp.Wake(ev.MemoryID, ev.MemoryType)

@@ -100,7 +100,7 @@ func (p *Pipeline) snapshotChunk(ctx context.Context, tx pgx.Tx, w *edges.Writer
 		if size != nil && *size < 0 {
 			size = nil
 		}
-		ops = append(ops, edges.Op{MemoryID: id, MemoryType: t.MemoryType, URLKnown: true, URL: url, Size: size})
+		ops = append(ops, edges.Op{MemoryID: id, MemoryType: t.MemoryType, URLKnown: t.URLColumn != "", URL: url, Size: size})
 		if doc != nil {
 			docs = append(docs, *doc)
 		}

@@ -50,11 +50,21 @@ func newHub(replay, buf int, m *metrics) *Hub {
 // clients' filters. The hub keeps data: the caller must not modify it later.
 func (h *Hub) Publish(id string, data []byte) { h.PublishEvent("sync", id, data) }
 
+// PublishEdge is Publish for a caller that already knows the edge's backend
+// and sync state (the pipeline does): it spares the hub parsing the JSON.
+func (h *Hub) PublishEdge(id string, data []byte, backend, state string) {
+	h.publish(&event{name: "sync", id: sseSafe(id), data: data, backend: backend, state: state})
+}
+
 // PublishEvent sends an event of the given name (e.g. "progress" from the ICP
 // mirror). id may be empty (the event cannot then be resumed from).
 func (h *Hub) PublishEvent(name, id string, data []byte) {
 	ev := &event{name: sseSafe(name), id: sseSafe(id), data: data}
 	ev.backend, ev.state = filterKeys(data)
+	h.publish(ev)
+}
+
+func (h *Hub) publish(ev *event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {

@@ -19,7 +19,8 @@ type Op struct {
 	// says so).
 	Delete bool
 	// URLKnown is false when the change did not carry the URL (an unchanged
-	// TOAST value): the asset edge is then left as it is.
+	// TOAST value), or the memory type has no asset: the asset edge is then
+	// left as it is.
 	URLKnown bool
 	URL      *string
 	Size     *int64
@@ -112,17 +113,15 @@ WITH i AS (
         WHERE (storage_edges.present, storage_edges.location, storage_edges.size_bytes)
               IS DISTINCT FROM (excluded.present, excluded.location, excluded.size_bytes)
     RETURNING (xmax = 0) AS inserted
-), unblob AS (
-    UPDATE storage_edges e SET present = false, location = NULL, size_bytes = i.size, last_synced_at = now()
-    FROM i
-    WHERE i.known AND i.url IS NULL AND NOT i.tomb AND e.memory_id = i.id AND e.memory_type = i.typ
-      AND e.artifact = 'asset' AND e.backend = 'vercel-blob'
-      AND (e.present, e.location, e.size_bytes) IS DISTINCT FROM (false, NULL::text, i.size)
-    RETURNING 1
 )
 SELECT (SELECT count(*) FILTER (WHERE inserted) FROM meta) + (SELECT count(*) FILTER (WHERE inserted) FROM blob),
-       (SELECT count(*) FILTER (WHERE NOT inserted) FROM meta) + (SELECT count(*) FILTER (WHERE NOT inserted) FROM blob)
-         + (SELECT count(*) FROM unblob)`
+       (SELECT count(*) FILTER (WHERE NOT inserted) FROM meta) + (SELECT count(*) FILTER (WHERE NOT inserted) FROM blob)`
+
+const unblobSQL = `
+UPDATE storage_edges e SET present = false, location = NULL, size_bytes = u.size, last_synced_at = now()
+FROM unnest($1::uuid[], $2::memory_type_t[], $3::bigint[]) AS u(id, typ, size)
+WHERE e.memory_id = u.id AND e.memory_type = u.typ AND e.artifact = 'asset' AND e.backend = 'vercel-blob'
+  AND (e.present, e.location, e.size_bytes) IS DISTINCT FROM (false, NULL::text, u.size)`
 
 const deleteSQL = `
 DELETE FROM storage_edges e
@@ -138,6 +137,8 @@ func (w *Writer) Apply(ctx context.Context, ops []Op) (Stats, error) {
 		urls                       []*string
 		known, tomb                []bool
 		sizes                      []*int64
+		nIDs, nTypes               []string
+		nSizes                     []*int64
 	)
 	for _, op := range ops {
 		if op.Delete {
@@ -147,12 +148,24 @@ func (w *Writer) Apply(ctx context.Context, ops []Op) (Stats, error) {
 		uIDs, uTypes = append(uIDs, op.MemoryID), append(uTypes, op.MemoryType)
 		urls, known, sizes = append(urls, op.URL), append(known, op.URLKnown), append(sizes, op.Size)
 		tomb = append(tomb, op.hadURL && op.URL == nil)
+		// A cleared URL (not one set and cleared within this batch, which
+		// the upsert turns into a not-present edge) updates an existing edge.
+		if op.URLKnown && op.URL == nil && !op.hadURL {
+			nIDs, nTypes, nSizes = append(nIDs, op.MemoryID), append(nTypes, op.MemoryType), append(nSizes, op.Size)
+		}
 	}
 	err := pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
 		if len(uIDs) > 0 {
 			if err := tx.QueryRow(ctx, upsertSQL, uIDs, uTypes, urls, known, sizes, tomb).Scan(&st.Created, &st.Updated); err != nil {
 				return fmt.Errorf("upsert %d memories' edges: %w", len(uIDs), err)
 			}
+		}
+		if len(nIDs) > 0 {
+			tag, err := tx.Exec(ctx, unblobSQL, nIDs, nTypes, nSizes)
+			if err != nil {
+				return fmt.Errorf("mark %d cleared asset edges not present: %w", len(nIDs), err)
+			}
+			st.Updated += tag.RowsAffected()
 		}
 		if len(dIDs) > 0 {
 			tag, err := tx.Exec(ctx, deleteSQL, dIDs, dTypes, w.backends)
