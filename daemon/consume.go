@@ -93,6 +93,7 @@ func (c *consumer) item(ctx context.Context, it cdc.Item) error {
 	case cdc.KindBegin:
 		c.pend = c.tracker.Open()
 	case cdc.KindCommit:
+		c.p.metrics.DecodeLag.Observe(time.Since(it.Txn.CommitTime).Seconds())
 		c.pend.Seal(it.Txn.End)
 		c.pend = nil
 	case cdc.KindChange:

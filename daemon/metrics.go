@@ -17,6 +17,9 @@ type Metrics struct {
 	SnapshotEdges prometheus.Counter
 	Restarts      prometheus.Counter
 	InFlight      prometheus.Gauge
+	// DecodeLag is commit time → the pipeline seeing the commit: how far
+	// behind the slot the pipeline runs.
+	DecodeLag prometheus.Histogram
 }
 
 // NewMetrics registers the pipeline metrics (and the Go/process collectors) on reg.
@@ -52,10 +55,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edgesync_cdc_inflight_transactions", Help: "Transactions received but not yet durable.",
 		}),
+		DecodeLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "edgesync_cdc_decode_lag_seconds", Help: "Commit time to the pipeline receiving the commit.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Events, m.ConfirmedLSN, m.SlotLag, m.PublishErrors, m.Leader, m.SlotLost,
-			m.EdgesWritten, m.SnapshotEdges, m.Restarts, m.InFlight)
+			m.EdgesWritten, m.SnapshotEdges, m.Restarts, m.InFlight, m.DecodeLag)
 	}
 	return m
 }
