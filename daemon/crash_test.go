@@ -498,10 +498,63 @@ func TestLeader_Failover(t *testing.T) {
 	wg.Add(1)
 	go func() { defer wg.Done(); w.run(wctx, 3) }()
 	eventually(t, 30*time.Second, "writes", func() (bool, string) { return w.commits.Load() >= 30, "" })
+	var oldPID int
+	if err := pool.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'edgesync'`).Scan(&oldPID); err != nil {
+		t.Fatal(err)
+	}
 	a.kill()
 	killed := time.Now()
 	eventually(t, 30*time.Second, "b takes over", func() (bool, string) { return b.leader(), "" })
-	t.Logf("failover: standby leads %s after the leader was killed", time.Since(killed).Round(time.Millisecond))
+	leads := time.Since(killed)
+	eventually(t, 30*time.Second, "b streaming from the slot", func() (bool, string) {
+		var pid *int32
+		err := pool.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'edgesync'`).Scan(&pid)
+		return err == nil && pid != nil && int(*pid) != oldPID, fmt.Sprint(err)
+	})
+	t.Logf("failover: the standby leads %s and streams %s after the leader was killed",
+		leads.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
+	stopWrites()
+	wg.Wait()
+	converge(t, pool, "edgesync")
+	checkStream(t, pool, ns.URL(), "EDGESYNC")
+}
+
+// TestHA_RollingRestart replaces both instances one after the other with
+// SIGTERM, as a Deployment's rolling update does, under a stream of writes:
+// each drains and exits 0 within the grace period, the other takes over, and
+// nothing is lost or duplicated.
+func TestHA_RollingRestart(t *testing.T) {
+	ctx := context.Background()
+	dbURL := pgtest.New(t)
+	pool := pgtest.Pool(t, dbURL)
+	if _, err := pool.Exec(ctx, changeLogDDL); err != nil {
+		t.Fatal(err)
+	}
+	ns := natstest.Start(t)
+	logf := logFile(t)
+	a := startProc(t, dbURL, ns.URL(), logf)
+	eventually(t, 30*time.Second, "a leads", func() (bool, string) { return a.leader(), "" })
+	waitSlot(t, pool, "edgesync")
+	b := startProc(t, dbURL, ns.URL(), logf)
+	w := &workload{pool: pool}
+	wctx, stopWrites := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); w.run(wctx, 4) }()
+	waitCommits := func(n int64) {
+		eventually(t, 30*time.Second, "writes", func() (bool, string) { return w.commits.Load() >= n, "" })
+	}
+	for i, step := range []struct{ old, next **proc }{{&a, &b}, {&b, &a}} {
+		waitCommits(w.commits.Load() + 50)
+		err, took := (*step.old).term(10 * time.Second)
+		if err != nil {
+			t.Fatalf("step %d: SIGTERM: %v after %s", i, err, took)
+		}
+		t.Logf("step %d: drained and exited 0 in %s", i, took.Round(time.Millisecond))
+		eventually(t, 30*time.Second, "the other instance leads", func() (bool, string) { return (*step.next).leader(), "" })
+		*step.old = startProc(t, dbURL, ns.URL(), logf) // the replacement pod
+	}
+	waitCommits(w.commits.Load() + 50)
 	stopWrites()
 	wg.Wait()
 	converge(t, pool, "edgesync")
