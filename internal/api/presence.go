@@ -213,7 +213,8 @@ func presenceOf(edges []Edge) Presence {
 		case e.Artifact == "asset" && e.Backend == "icp-canister":
 			p.AssetICP = p.AssetICP || e.Present
 		}
-		anyAsset = anyAsset || e.Artifact == "asset"
+		// As the view: an asset present anywhere, or one on (or going to) ICP.
+		anyAsset = anyAsset || (e.Artifact == "asset" && (e.Present || e.Backend == "icp-canister"))
 	}
 	p.ICPComplete = p.MetaICP && (!anyAsset || p.AssetICP)
 	return p
