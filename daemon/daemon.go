@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,6 +53,9 @@ func NewLogger(cfg config.Config, w zapcore.WriteSyncer) (*zap.Logger, error) {
 	return zap.New(core, zap.AddCaller()), nil
 }
 
+// defaultMemoryLimit is the Go soft memory limit when GOMEMLIMIT is unset.
+const defaultMemoryLimit = 40 << 20
+
 // Daemon is `edgesync run`: it owns every long-running part.
 type Daemon struct {
 	cfg      config.Config
@@ -75,6 +79,11 @@ type Daemon struct {
 // New connects to Postgres and NATS (starting the embedded server when no URL
 // is configured) and binds the HTTP listener, so Run only runs.
 func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, error) {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// A soft limit keeps the heap (and so RSS) near the 64 MiB goal under
+		// catch-up load; GOMEMLIMIT (the Deployment sets it) overrides it.
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	d := &Daemon{cfg: cfg, log: log, reg: NewRegistry()}
 	ok := false
 	defer func() {
