@@ -90,7 +90,7 @@ LEFT JOIN LATERAL (
 	       bool_or(e.artifact = 'metadata' AND e.backend = 'icp-canister' AND e.present) AS meta_icp,
 	       bool_or(e.artifact = 'asset' AND e.backend = 'icp-canister' AND e.present)    AS asset_icp,
 	       bool_or(e.artifact = 'metadata' AND e.backend = 'icp-canister' AND e.present)
-	         AND (NOT bool_or(e.artifact = 'asset')
+	         AND (NOT bool_or(e.artifact = 'asset' AND (e.present OR e.backend = 'icp-canister'))
 	              OR bool_or(e.artifact = 'asset' AND e.backend = 'icp-canister' AND e.present)) AS icp_complete,
 	       CASE WHEN bool_or(e.sync_state = 'failed') THEN 'failed'
 	            WHEN bool_or(e.sync_state = 'migrating') THEN 'migrating'
