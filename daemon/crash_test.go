@@ -231,6 +231,35 @@ func (w *workload) run(ctx context.Context, seed uint64) {
 	}
 }
 
+// env is what a subprocess test needs: a database with change_log, a NATS
+// server and a log file shared by the daemons it starts.
+type env struct {
+	dbURL string
+	pool  *pgxpool.Pool
+	ns    *natstest.Server
+	logf  *os.File
+}
+
+func newEnv(t *testing.T, dbURL string) *env {
+	t.Helper()
+	e := &env{dbURL: dbURL, pool: pgtest.Pool(t, dbURL), ns: natstest.Start(t), logf: logFile(t)}
+	if _, err := e.pool.Exec(context.Background(), changeLogDDL); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) start(t *testing.T) *proc { return startProc(t, e.dbURL, e.ns.URL(), e.logf) }
+
+// startWrites runs the workload until the returned stop is called.
+func startWrites(pool *pgxpool.Pool, seed uint64) (*workload, func()) {
+	w := &workload{pool: pool}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.run(ctx, seed) }()
+	return w, func() { cancel(); <-done }
+}
+
 // checkStream verifies that every logged change has exactly one event in
 // the stream and nothing else is there.
 func checkStream(t *testing.T, pool *pgxpool.Pool, natsURL, stream string) {
@@ -387,35 +416,24 @@ func logFile(t *testing.T) *os.File {
 // TestCrash_DaemonKilled kills the daemon with SIGKILL at random moments under
 // a stream of writes, several times, and restarts it.
 func TestCrash_DaemonKilled(t *testing.T) {
-	ctx := context.Background()
-	dbURL := pgtest.New(t)
-	pool := pgtest.Pool(t, dbURL)
-	if _, err := pool.Exec(ctx, changeLogDDL); err != nil {
-		t.Fatal(err)
-	}
-	ns := natstest.Start(t)
-	logf := logFile(t)
+	e := newEnv(t, pgtest.New(t))
+	pool, ns := e.pool, e.ns
 	// Every change goes through the stream: writes start once the slot exists.
-	first := startProc(t, dbURL, ns.URL(), logf)
+	first := e.start(t)
 	waitSlot(t, pool, "edgesync")
-	w := &workload{pool: pool}
-	wctx, stopWrites := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); w.run(wctx, 1) }()
+	w, stopWrites := startWrites(pool, 1)
 
 	r := rand.New(rand.NewPCG(42, 1))
 	for i := 0; i < 5; i++ {
 		p := first
 		if i > 0 {
-			p = startProc(t, dbURL, ns.URL(), logf)
+			p = e.start(t)
 		}
 		time.Sleep(time.Duration(300+r.IntN(900)) * time.Millisecond) // a random moment, not a wait for an outcome
 		p.kill()
 	}
 	stopWrites()
-	wg.Wait()
-	p := startProc(t, dbURL, ns.URL(), logf)
+	p := e.start(t)
 	converge(t, pool, "edgesync")
 	checkStream(t, pool, ns.URL(), "EDGESYNC")
 	if err, took := p.term(10 * time.Second); err != nil {
@@ -429,22 +447,12 @@ func TestCrash_DaemonKilled(t *testing.T) {
 // TestCrash_NATSAndPostgresRestart restarts NATS and then Postgres (as a
 // crash) under a stream of writes while the daemon runs.
 func TestCrash_NATSAndPostgresRestart(t *testing.T) {
-	ctx := context.Background()
 	cluster := pgtest.StartCluster(t)
-	dbURL := cluster.NewDB(t)
-	pool := pgtest.Pool(t, dbURL)
-	if _, err := pool.Exec(ctx, changeLogDDL); err != nil {
-		t.Fatal(err)
-	}
-	ns := natstest.Start(t)
-	logf := logFile(t)
-	p := startProc(t, dbURL, ns.URL(), logf)
+	e := newEnv(t, cluster.NewDB(t))
+	pool, ns := e.pool, e.ns
+	p := e.start(t)
 	waitSlot(t, pool, "edgesync")
-	w := &workload{pool: pool}
-	wctx, stopWrites := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); w.run(wctx, 2) }()
+	w, stopWrites := startWrites(pool, 2)
 
 	waitCommits := func(n int64) {
 		eventually(t, 30*time.Second, "writes", func() (bool, string) { return w.commits.Load() >= n, "" })
@@ -461,7 +469,6 @@ func TestCrash_NATSAndPostgresRestart(t *testing.T) {
 	}
 	waitCommits(w.commits.Load() + 30)
 	stopWrites()
-	wg.Wait()
 	converge(t, pool, "edgesync")
 	checkStream(t, pool, ns.URL(), "EDGESYNC")
 	if err, took := p.term(10 * time.Second); err != nil {
@@ -472,18 +479,12 @@ func TestCrash_NATSAndPostgresRestart(t *testing.T) {
 // TestLeader_Failover runs two instances; one leads; killing it hands the
 // slot to the other with nothing lost.
 func TestLeader_Failover(t *testing.T) {
-	ctx := context.Background()
-	dbURL := pgtest.New(t)
-	pool := pgtest.Pool(t, dbURL)
-	if _, err := pool.Exec(ctx, changeLogDDL); err != nil {
-		t.Fatal(err)
-	}
-	ns := natstest.Start(t)
-	logf := logFile(t)
-	a := startProc(t, dbURL, ns.URL(), logf)
+	e := newEnv(t, pgtest.New(t))
+	pool, ns := e.pool, e.ns
+	a := e.start(t)
 	eventually(t, 30*time.Second, "a leads", func() (bool, string) { return a.leader(), "" })
 	waitSlot(t, pool, "edgesync")
-	b := startProc(t, dbURL, ns.URL(), logf)
+	b := e.start(t)
 	eventually(t, 30*time.Second, "b serves as standby", func() (bool, string) {
 		resp, err := http.Get("http://" + b.addr + "/readyz")
 		if err != nil {
@@ -492,14 +493,10 @@ func TestLeader_Failover(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == 200 && !b.leader(), resp.Status
 	})
-	w := &workload{pool: pool}
-	wctx, stopWrites := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); w.run(wctx, 3) }()
+	w, stopWrites := startWrites(pool, 3)
 	eventually(t, 30*time.Second, "writes", func() (bool, string) { return w.commits.Load() >= 30, "" })
 	var oldPID int
-	if err := pool.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'edgesync'`).Scan(&oldPID); err != nil {
+	if err := pool.QueryRow(context.Background(), `SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'edgesync'`).Scan(&oldPID); err != nil {
 		t.Fatal(err)
 	}
 	a.kill()
@@ -508,13 +505,12 @@ func TestLeader_Failover(t *testing.T) {
 	leads := time.Since(killed)
 	eventually(t, 30*time.Second, "b streaming from the slot", func() (bool, string) {
 		var pid *int32
-		err := pool.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'edgesync'`).Scan(&pid)
+		err := pool.QueryRow(context.Background(), `SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'edgesync'`).Scan(&pid)
 		return err == nil && pid != nil && int(*pid) != oldPID, fmt.Sprint(err)
 	})
 	t.Logf("failover: the standby leads %s and streams %s after the leader was killed",
 		leads.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
 	stopWrites()
-	wg.Wait()
 	converge(t, pool, "edgesync")
 	checkStream(t, pool, ns.URL(), "EDGESYNC")
 }
@@ -524,23 +520,13 @@ func TestLeader_Failover(t *testing.T) {
 // each drains and exits 0 within the grace period, the other takes over, and
 // nothing is lost or duplicated.
 func TestHA_RollingRestart(t *testing.T) {
-	ctx := context.Background()
-	dbURL := pgtest.New(t)
-	pool := pgtest.Pool(t, dbURL)
-	if _, err := pool.Exec(ctx, changeLogDDL); err != nil {
-		t.Fatal(err)
-	}
-	ns := natstest.Start(t)
-	logf := logFile(t)
-	a := startProc(t, dbURL, ns.URL(), logf)
+	e := newEnv(t, pgtest.New(t))
+	pool, ns := e.pool, e.ns
+	a := e.start(t)
 	eventually(t, 30*time.Second, "a leads", func() (bool, string) { return a.leader(), "" })
 	waitSlot(t, pool, "edgesync")
-	b := startProc(t, dbURL, ns.URL(), logf)
-	w := &workload{pool: pool}
-	wctx, stopWrites := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); w.run(wctx, 4) }()
+	b := e.start(t)
+	w, stopWrites := startWrites(pool, 4)
 	waitCommits := func(n int64) {
 		eventually(t, 30*time.Second, "writes", func() (bool, string) { return w.commits.Load() >= n, "" })
 	}
@@ -552,11 +538,10 @@ func TestHA_RollingRestart(t *testing.T) {
 		}
 		t.Logf("step %d: drained and exited 0 in %s", i, took.Round(time.Millisecond))
 		eventually(t, 30*time.Second, "the other instance leads", func() (bool, string) { return (*step.next).leader(), "" })
-		*step.old = startProc(t, dbURL, ns.URL(), logf) // the replacement pod
+		*step.old = e.start(t) // the replacement pod
 	}
 	waitCommits(w.commits.Load() + 50)
 	stopWrites()
-	wg.Wait()
 	converge(t, pool, "edgesync")
 	checkStream(t, pool, ns.URL(), "EDGESYNC")
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgesync/edgesync/internal/natstest"
 	"github.com/edgesync/edgesync/internal/pgtest"
 )
 
@@ -17,14 +16,9 @@ import (
 // re-snapshots and asks for a reconcile; edges converge.
 func TestSlot_LostIsRecreatedAndResnapshotted(t *testing.T) {
 	ctx := context.Background()
-	dbURL := pgtest.New(t)
-	pool := pgtest.Pool(t, dbURL)
-	if _, err := pool.Exec(ctx, changeLogDDL); err != nil {
-		t.Fatal(err)
-	}
-	ns := natstest.Start(t)
-	logf := logFile(t)
-	p := startProc(t, dbURL, ns.URL(), logf)
+	e := newEnv(t, pgtest.New(t))
+	pool, ns, logf := e.pool, e.ns, e.logf
+	p := e.start(t)
 	waitSlot(t, pool, "edgesync")
 	exec := func(sql string) {
 		t.Helper()
@@ -43,7 +37,7 @@ func TestSlot_LostIsRecreatedAndResnapshotted(t *testing.T) {
 	exec(`INSERT INTO images (owner_id, url) SELECT gen_random_uuid(), 'https://blob/late-' || g FROM generate_series(1, 20) g`)
 	exec(`UPDATE images SET url = url || '?v2' WHERE url NOT LIKE '%late%'`)
 
-	p = startProc(t, dbURL, ns.URL(), logf)
+	p = e.start(t)
 	converge(t, pool, "edgesync")
 	eventually(t, 20*time.Second, "the slot_lost metric", func() (bool, string) {
 		m := p.metrics()
@@ -73,18 +67,13 @@ func TestSlot_LostIsRecreatedAndResnapshotted(t *testing.T) {
 // snapshot, reports the edges it created, and edges converge.
 func TestSnapshot_InterruptedResumes(t *testing.T) {
 	ctx := context.Background()
-	dbURL := pgtest.New(t)
-	pool := pgtest.Pool(t, dbURL)
-	if _, err := pool.Exec(ctx, changeLogDDL); err != nil {
-		t.Fatal(err)
-	}
+	e := newEnv(t, pgtest.New(t))
+	pool, logf := e.pool, e.logf
 	if _, err := pool.Exec(ctx, `INSERT INTO images (owner_id, url, size_bytes) SELECT gen_random_uuid(), 'https://blob/' || g, g FROM generate_series(1, 60000) g;
 		INSERT INTO notes (owner_id, title) SELECT gen_random_uuid(), 'n' || g FROM generate_series(1, 20000) g`); err != nil {
 		t.Fatal(err)
 	}
-	ns := natstest.Start(t)
-	logf := logFile(t)
-	p := startProc(t, dbURL, ns.URL(), logf)
+	p := e.start(t)
 	eventually(t, 60*time.Second, "the snapshot under way", func() (bool, string) {
 		var n int
 		err := pool.QueryRow(ctx, `SELECT count(*) FROM edgesync_pipeline_state WHERE snapshot_state = 'running' AND snapshot_after IS NOT NULL`).Scan(&n)
@@ -96,14 +85,10 @@ func TestSnapshot_InterruptedResumes(t *testing.T) {
 		t.Fatalf("snapshot state after the kill = %q, %v (it finished before the kill: make the data bigger)", st, err)
 	}
 	// Changes between the interruption and the resume.
-	w := &workload{pool: pool}
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); w.run(wctx, 9) }()
-	p = startProc(t, dbURL, ns.URL(), logf)
+	w, stopWrites := startWrites(pool, 9)
+	p = e.start(t)
 	eventually(t, 60*time.Second, "writes during the resume", func() (bool, string) { return w.commits.Load() > 20, "" })
-	stop()
-	<-done
+	stopWrites()
 	converge(t, pool, "edgesync")
 	if !strings.Contains(readLog(t, logf), "resuming an interrupted initial snapshot") {
 		t.Fatal("the log does not say the snapshot resumed")

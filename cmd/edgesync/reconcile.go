@@ -63,7 +63,7 @@ drops those columns (--write-migration FILE also writes it to FILE).`,
 			defer log.Sync() //nolint:errcheck // best effort at exit
 			// The ICP check needs the ICP mirror's client, which only the
 			// daemon builds; from the CLI icp_drift is not checked (0).
-			svc := reconcile.New(reconcileConfig(cfg), pool, log, nil)
+			svc := reconcile.New(daemon.ReconcileConfig(cfg), pool, log, nil)
 			if importLegacy {
 				return a.importLegacy(svc, cfg, dryRun, asJSON, writeMigration)
 			}
@@ -91,22 +91,6 @@ drops those columns (--write-migration FILE also writes it to FILE).`,
 	cmd.Flags().BoolVar(&importLegacy, "import-legacy", false, "import EDGESYNC_LEGACY_COLUMNS as icp-canister edges instead of a run")
 	cmd.Flags().StringVar(&writeMigration, "write-migration", "", "with --import-legacy: also write the migration that drops the legacy columns to `FILE`")
 	return cmd
-}
-
-// reconcileConfig translates the global configuration for the reconcile
-// package, which must not import config.
-func reconcileConfig(c config.Config) reconcile.Config {
-	ts := make([]reconcile.Table, 0, len(c.Tables))
-	for _, t := range c.Tables {
-		ts = append(ts, reconcile.Table{Name: t.Name, MemoryType: t.MemoryType, URLColumn: t.URLColumn, SizeColumn: t.SizeColumn})
-	}
-	return reconcile.Config{
-		Tables:           ts,
-		ICPEdgesOnDelete: c.ICPEdgesOnDelete,
-		StuckAfter:       c.StuckAfter,
-		MaxAttempts:      c.ICPMaxAttempts,
-		SubjectPrefix:    c.SubjectPrefix,
-	}
 }
 
 func (a *app) importLegacy(svc *reconcile.Service, cfg config.Config, dryRun, asJSON bool, file string) error {
