@@ -100,7 +100,7 @@ func (s *Service) ImportLegacy(ctx context.Context, cols []LegacyColumn, dryRun 
 	defer s.release(conn)
 	for i, r := range rs {
 		lt := LegacyTable{Table: cols[i].Table, Column: cols[i].Column, MemoryType: r.t.MemoryType}
-		if err := s.importColumn(ctx, r.t, r.col, dryRun, &lt); err != nil {
+		if err := s.importColumn(ctx, conn, r.t, r.col, dryRun, &lt); err != nil {
 			return rep, fmt.Errorf("import %s.%s: %w", cols[i].Table, cols[i].Column, err)
 		}
 		rep.Tables = append(rep.Tables, lt)
@@ -111,7 +111,7 @@ func (s *Service) ImportLegacy(ctx context.Context, cols []LegacyColumn, dryRun 
 	return rep, nil
 }
 
-func (s *Service) importColumn(ctx context.Context, t table, col string, dryRun bool, lt *LegacyTable) error {
+func (s *Service) importColumn(ctx context.Context, db *pgx.Conn, t table, col string, dryRun bool, lt *LegacyTable) error {
 	var lo *string
 	for {
 		var a args
@@ -122,14 +122,14 @@ func (s *Service) importColumn(ctx context.Context, t table, col string, dryRun 
 		var n int64
 		var bound *string
 		q := `SELECT count(*), max(id::text COLLATE "C") FROM (SELECT id FROM ` + t.ident + where + ` ORDER BY id LIMIT ` + a.add(s.cfg.ChunkSize) + `) s`
-		if err := s.pool.QueryRow(ctx, q, a...).Scan(&n, &bound); err != nil {
+		if err := db.QueryRow(ctx, q, a...).Scan(&n, &bound); err != nil {
 			return fmt.Errorf("find the next chunk: %w", err)
 		}
 		sp := span{lo: lo}
 		if n >= int64(s.cfg.ChunkSize) {
 			sp.hi = bound
 		}
-		if err := s.importSpan(ctx, t, col, sp, dryRun, lt); err != nil {
+		if err := s.importSpan(ctx, db, t, col, sp, dryRun, lt); err != nil {
 			return err
 		}
 		if sp.hi == nil {
@@ -145,7 +145,7 @@ func icpOK(alias string) string {
 	return alias + `.present AND ` + alias + `.sync_state <> 'failed'`
 }
 
-func (s *Service) importSpan(ctx context.Context, t table, col string, sp span, dryRun bool, lt *LegacyTable) error {
+func (s *Service) importSpan(ctx context.Context, db *pgx.Conn, t table, col string, sp span, dryRun bool, lt *LegacyTable) error {
 	var a args
 	mt := a.add(t.MemoryType)
 	join := func(alias, artifact string) string {
@@ -160,7 +160,7 @@ func (s *Service) importSpan(ctx context.Context, t table, col string, sp span, 
 	  count(*) FILTER (WHERE e.id IS NOT NULL AND NOT (` + icpOK("e") + `)) + count(*) FILTER (WHERE ` + hasURL + ` AND b.id IS NOT NULL AND NOT (` + icpOK("b") + `))
 	FROM ` + t.ident + ` m` + join("e", "metadata") + join("b", "asset") + ` WHERE ` + flagged
 	var flaggedN, matched, missing, conflicted int64
-	if err := s.pool.QueryRow(ctx, q, a...).Scan(&flaggedN, &matched, &missing, &conflicted); err != nil {
+	if err := db.QueryRow(ctx, q, a...).Scan(&flaggedN, &matched, &missing, &conflicted); err != nil {
 		return fmt.Errorf("compare with storage_edges: %w", err)
 	}
 	lt.Flagged += flaggedN
@@ -170,7 +170,7 @@ func (s *Service) importSpan(ctx context.Context, t table, col string, sp span, 
 		q := `SELECT DISTINCT m.id::text FROM ` + t.ident + ` m` + join("e", "metadata") + join("b", "asset") + ` WHERE ` + flagged + `
 		  AND ((e.id IS NOT NULL AND NOT (` + icpOK("e") + `)) OR (` + hasURL + ` AND b.id IS NOT NULL AND NOT (` + icpOK("b") + `)))
 		  ORDER BY 1 LIMIT ` + a.add(maxConflictSamples-len(lt.ConflictSamples))
-		rows, err := s.pool.Query(ctx, q, a...)
+		rows, err := db.Query(ctx, q, a...)
 		if err != nil {
 			return fmt.Errorf("list conflicts: %w", err)
 		}
@@ -198,7 +198,7 @@ func (s *Service) importSpan(ctx context.Context, t table, col string, sp span, 
 	}
 	ins += `
 	ON CONFLICT ON CONSTRAINT storage_edges_key DO NOTHING`
-	n, err := s.exec(ctx, "create icp edges", stmt{ins, a})
+	n, err := s.exec(ctx, db, "create icp edges", stmt{ins, a})
 	if err != nil {
 		return err
 	}

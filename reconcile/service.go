@@ -24,6 +24,7 @@ const (
 	DefaultMaxAttempts = 5
 	DefaultChunkSize   = 20000
 	DefaultICPBatch    = 500
+	DefaultWorkers     = 2
 	DefaultPrefix      = "edgesync"
 )
 
@@ -56,6 +57,9 @@ type Config struct {
 	// ChunkSize bounds the rows of any one table (memory table or
 	// storage_edges) that one repair statement reads.
 	ChunkSize int
+	// Workers is how many connections repair chunks side by side (default
+	// 2, like Postgres's own max_parallel_workers_per_gather).
+	Workers int
 	// ICPBatch bounds how many memories one run asks the canister about.
 	ICPBatch int
 	// SubjectPrefix is the first token of the completion subject.
@@ -124,8 +128,8 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("icp_edges_on_delete: %q is not a policy (keep or delete)", c.ICPEdgesOnDelete))
 	}
-	if c.StuckAfter < 0 || c.MaxAttempts < 0 || c.ChunkSize < 0 || c.ICPBatch < 0 {
-		errs = append(errs, errors.New("stuck_after, max_attempts, chunk_size and icp_batch must not be negative"))
+	if c.StuckAfter < 0 || c.MaxAttempts < 0 || c.ChunkSize < 0 || c.ICPBatch < 0 || c.Workers < 0 {
+		errs = append(errs, errors.New("stuck_after, max_attempts, chunk_size, icp_batch and workers must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -197,6 +201,9 @@ func New(cfg Config, pool *pgxpool.Pool, logger *zap.Logger, reg prometheus.Regi
 	if cfg.ICPBatch == 0 {
 		cfg.ICPBatch = DefaultICPBatch
 	}
+	if cfg.Workers == 0 {
+		cfg.Workers = DefaultWorkers
+	}
 	if cfg.SubjectPrefix == "" {
 		cfg.SubjectPrefix = DefaultPrefix
 	}
@@ -223,8 +230,10 @@ type lease struct {
 
 // acquire takes the advisory lock on a connection of its own (not a pool
 // connection: a session lock must stay on one session, and a long run must
-// not hold a pool slot). It returns ErrAlreadyRunning when another run, in
-// this process or another, holds it.
+// not hold a pool slot). The run's statements use that connection too, so
+// a broken connection (and with it a lost lock) fails the run instead of
+// letting it overlap another. It returns ErrAlreadyRunning when another run,
+// in this process or another, holds the lock.
 func (s *Service) acquire(ctx context.Context) (*pgx.Conn, error) {
 	if s.cfgErr != nil {
 		return nil, s.cfgErr
@@ -246,15 +255,32 @@ func (s *Service) acquire(ctx context.Context) (*pgx.Conn, error) {
 	return conn, nil
 }
 
-func (s *Service) tryLock(ctx context.Context) (*pgx.Conn, error) {
+// connect opens a connection of the run's own, set up for its statements.
+func (s *Service) connect(ctx context.Context) (*pgx.Conn, error) {
 	cc := s.pool.Config().ConnConfig
 	if cc.RuntimeParams == nil {
 		cc.RuntimeParams = map[string]string{}
 	}
 	cc.RuntimeParams["application_name"] = "edgesync-reconcile"
+	// Chunk statements are many and short: compiling each with JIT costs
+	// more than it saves (tens of ms per statement on a million rows). Hash
+	// and merge joins are off as a safety net: the statements are built from
+	// per-row key probes (see table.go), and a misestimated chunk must never
+	// turn into a join that reads a whole table.
+	cc.RuntimeParams["jit"] = "off"
+	cc.RuntimeParams["enable_hashjoin"] = "off"
+	cc.RuntimeParams["enable_mergejoin"] = "off"
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
-		return nil, fmt.Errorf("connect for the reconcile lock: %w", err)
+		return nil, fmt.Errorf("connect for reconcile: %w", err)
+	}
+	return conn, nil
+}
+
+func (s *Service) tryLock(ctx context.Context) (*pgx.Conn, error) {
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return nil, err
 	}
 	var ok bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, lockKey).Scan(&ok); err != nil {

@@ -61,10 +61,20 @@ func (c span) cond(a *args, col string) string {
 	return strings.Join(parts, " AND ")
 }
 
-// edgeExists is the anti-join probe for one web2 edge of memory m.
+// Why the statements look the way they do: the planner cannot interpolate
+// inside a histogram bucket for uuid, so a chunk's key range is often
+// estimated at one row. With a join, that estimate can pick a nested loop
+// that rescans the whole range for every row (minutes per chunk), and with
+// a large estimate a hash join that reads a whole table per chunk. So every
+// statement is driven by one range scan, and everything else is a per-row
+// probe by key that the planner cannot turn into a join: EXISTS with
+// OFFSET 0 (never pulled up into a join) and LATERAL subqueries. The cost of
+// a chunk is then proportional to its rows, whatever the estimates say.
+
+// edgeExists probes storage_edges_key for one edge of memory m.
 func edgeExists(mt, artifact, backend string) string {
 	return `EXISTS (SELECT 1 FROM storage_edges x WHERE x.memory_id = m.id AND x.memory_type = ` + mt +
-		`::text::memory_type_t AND x.artifact = '` + artifact + `' AND x.backend = '` + backend + `')`
+		`::text::memory_type_t AND x.artifact = '` + artifact + `' AND x.backend = '` + backend + `' OFFSET 0)`
 }
 
 // driftPred is true for a web2 edge e that disagrees with the row whose URL
@@ -81,14 +91,16 @@ func (t table) driftPred(e, url, size string) string {
 }
 
 // orphanFilter selects the edges of this memory type in the span whose row
-// is gone; with the keep policy icp-canister edges are never orphans.
+// is gone; with the keep policy icp-canister edges are never orphans. The
+// range is read from the key index and the row probed by primary key, both
+// index-only when the visibility map allows.
 func (t table) orphanFilter(a *args, sp span, keepICP bool) string {
 	mt := a.add(t.MemoryType)
 	q := `e.memory_type = ` + mt + `::text::memory_type_t AND ` + sp.cond(a, "e.memory_id")
 	if keepICP {
 		q += ` AND e.backend <> 'icp-canister'`
 	}
-	return q + ` AND NOT EXISTS (SELECT 1 FROM ` + t.ident + ` m WHERE m.id = e.memory_id)`
+	return q + ` AND NOT EXISTS (SELECT 1 FROM ` + t.ident + ` m WHERE m.id = e.memory_id OFFSET 0)`
 }
 
 func (t table) countOrphans(sp span, keepICP bool) stmt {
@@ -97,12 +109,25 @@ func (t table) countOrphans(sp span, keepICP bool) stmt {
 	return stmt{q, a}
 }
 
-// deleteOrphans re-checks the memory row in the same statement, so an edge
-// whose memory appeared meanwhile is left alone.
+// deleteOrphans finds the orphans first (an InitPlan reading only indexes),
+// so the heap is touched only for the edges it deletes; the delete then
+// re-checks the memory row, so an edge whose memory appeared meanwhile is
+// left alone.
 func (t table) deleteOrphans(sp span, keepICP bool) stmt {
 	var a args
-	q := `DELETE FROM storage_edges e WHERE ` + t.orphanFilter(&a, sp, keepICP)
+	find := `SELECT e.memory_id FROM storage_edges e WHERE ` + t.orphanFilter(&a, sp, keepICP)
+	q := `DELETE FROM storage_edges e WHERE e.memory_id = ANY (ARRAY(` + find + `)) AND ` + t.orphanFilter(&a, span{}, keepICP)
 	return stmt{q, a}
+}
+
+// edgeFlags is a LATERAL subquery over the edges of memory m (one probe of
+// the key index): whether each web2 edge exists and whether it drifted.
+func (t table) edgeFlags(mt string) string {
+	return `CROSS JOIN LATERAL (
+	  SELECT coalesce(bool_or(e.artifact = 'metadata' AND e.backend = 'neon-db'), false) AS has_meta,
+	         coalesce(bool_or(e.artifact = 'asset' AND e.backend = 'vercel-blob'), false) AS has_blob,
+	         count(*) FILTER (WHERE ` + t.driftPred("e", t.url, t.size) + `) AS drifted
+	  FROM storage_edges e WHERE e.memory_id = m.id AND e.memory_type = ` + mt + `::text::memory_type_t) x`
 }
 
 // countMissingDrift counts missing edges and drifted web2 edges of the
@@ -110,77 +135,55 @@ func (t table) deleteOrphans(sp span, keepICP bool) stmt {
 func (t table) countMissingDrift(sp span) stmt {
 	var a args
 	mt := a.add(t.MemoryType)
-	join := func(alias, artifact, backend string) string {
-		return ` LEFT JOIN storage_edges ` + alias + ` ON ` + alias + `.memory_id = m.id AND ` + alias + `.memory_type = ` + mt +
-			`::text::memory_type_t AND ` + alias + `.artifact = '` + artifact + `' AND ` + alias + `.backend = '` + backend +
-			`' AND ` + sp.cond(&a, alias+".memory_id")
-	}
-	meta := join("e", "metadata", "neon-db")
-	blob := join("b", "asset", "vercel-blob")
-	// Only the blob half of driftPred can match b (the join restricts it).
-	blobDrift := t.driftPred("b", t.url, t.size)
-	q := `SELECT
-	  count(*) FILTER (WHERE e.id IS NULL) + count(*) FILTER (WHERE ` + t.url + ` IS NOT NULL AND b.id IS NULL),
-	  count(*) FILTER (WHERE e.id IS NOT NULL AND (NOT e.present OR e.location IS NOT NULL))
-	    + count(*) FILTER (WHERE b.id IS NOT NULL AND ` + blobDrift + `)
-	FROM ` + t.ident + ` m` + meta + blob + ` WHERE ` + sp.cond(&a, "m.id")
+	q := `SELECT coalesce(sum((NOT x.has_meta)::int + (` + t.url + ` IS NOT NULL AND NOT x.has_blob)::int), 0),
+	  coalesce(sum(x.drifted), 0)
+	FROM ` + t.ident + ` m ` + t.edgeFlags(mt) + `
+	WHERE ` + sp.cond(&a, "m.id")
 	return stmt{q, a}
 }
 
-// insertMissing creates the edges section 4 requires and that do not exist.
-// FOR SHARE locks only the rows that need an edge, so a concurrent delete or
-// URL change of such a row waits for this statement (and the CDC pipeline
-// then applies it after us) or is seen by it: no edge for a deleted row, no
-// stale URL. ON CONFLICT DO NOTHING lets the pipeline's own insert win.
-func (t table) insertMissing(sp span) stmt {
+// repair creates the missing edges and corrects the drifted ones of the
+// memories in the span, in one pass over their rows (the same probes a dry
+// run makes). Only rows that need a change are locked, for share: a
+// concurrent delete or URL change of such a row waits for this statement
+// (and the CDC pipeline applies it after us) or is seen by it, so no edge is
+// made for a deleted row and no stale URL is written. ON CONFLICT DO NOTHING
+// lets the pipeline's own insert win, and the UPDATE re-checks the drift on
+// the edge's latest version, so an edge fixed meanwhile is neither counted
+// nor rewritten. It returns the rows inserted and updated.
+func (t table) repair(sp span) stmt {
 	var a args
 	mt := a.add(t.MemoryType)
-	noMeta := "NOT " + edgeExists(mt, "metadata", "neon-db")
-	noBlob := "false"
-	if t.URLColumn != "" {
-		noBlob = t.url + " IS NOT NULL AND NOT " + edgeExists(mt, "asset", "vercel-blob")
-	}
-	q := `WITH need AS (
-	  SELECT m.id, ` + t.url + ` AS url, ` + t.size + ` AS size, ` + noMeta + ` AS no_meta, ` + noBlob + ` AS no_blob
-	  FROM ` + t.ident + ` m
-	  WHERE ` + sp.cond(&a, "m.id") + ` AND (` + noMeta + ` OR ` + noBlob + `)
+	q := `WITH f AS (
+	  SELECT m.id, ` + t.url + ` AS url, ` + t.size + ` AS size, x.has_meta, x.has_blob, x.drifted
+	  FROM ` + t.ident + ` m CROSS JOIN LATERAL (
+	    SELECT coalesce(bool_or(e.artifact = 'metadata' AND e.backend = 'neon-db'), false) AS has_meta,
+	           coalesce(bool_or(e.artifact = 'asset' AND e.backend = 'vercel-blob'), false) AS has_blob,
+	           array_agg(e.id) FILTER (WHERE ` + t.driftPred("e", t.url, t.size) + `) AS drifted
+	    FROM storage_edges e WHERE e.memory_id = m.id AND e.memory_type = ` + mt + `::text::memory_type_t) x
+	  WHERE ` + sp.cond(&a, "m.id") + `
+	    AND (NOT x.has_meta OR (` + t.url + ` IS NOT NULL AND NOT x.has_blob) OR x.drifted IS NOT NULL)
 	  FOR SHARE OF m
-	)
-	INSERT INTO storage_edges (memory_id, memory_type, artifact, backend, present, location, size_bytes)
-	SELECT id, ` + mt + `::text::memory_type_t, 'metadata'::artifact_t, 'neon-db'::backend_t, true, NULL, NULL FROM need WHERE no_meta`
-	if t.URLColumn != "" {
-		q += `
-	UNION ALL
-	SELECT id, ` + mt + `::text::memory_type_t, 'asset'::artifact_t, 'vercel-blob'::backend_t, true, url, size FROM need WHERE no_blob`
+	), ins AS (
+	  INSERT INTO storage_edges (memory_id, memory_type, artifact, backend, present, location, size_bytes)
+	  SELECT id, ` + mt + `::text::memory_type_t, 'metadata'::artifact_t, 'neon-db'::backend_t, true, NULL, NULL FROM f WHERE NOT has_meta
+	  UNION ALL
+	  SELECT id, ` + mt + `::text::memory_type_t, 'asset'::artifact_t, 'vercel-blob'::backend_t, true, url, size FROM f WHERE url IS NOT NULL AND NOT has_blob
+	  ON CONFLICT ON CONSTRAINT storage_edges_key DO NOTHING
+	  RETURNING 1
+	), upd AS (
+	  UPDATE storage_edges e SET
+	    present = (e.artifact = 'metadata' OR d.url IS NOT NULL),
+	    location = CASE WHEN e.artifact = 'metadata' THEN NULL ELSE d.url END`
+	if t.SizeColumn != "" {
+		q += `,
+	    size_bytes = CASE WHEN e.artifact = 'asset' AND d.url IS NOT NULL THEN d.size ELSE e.size_bytes END`
 	}
 	q += `
-	ON CONFLICT ON CONSTRAINT storage_edges_key DO NOTHING`
-	return stmt{q, a}
-}
-
-// fixDrift sets drifted web2 edges to what the row says. The row is locked
-// for share (only drifted ones) so its URL cannot change under the
-// statement, and the UPDATE re-checks the drift on the edge's latest
-// version, so an edge the pipeline fixed meanwhile is not counted or
-// rewritten.
-func (t table) fixDrift(sp span) stmt {
-	var a args
-	mt := a.add(t.MemoryType)
-	sizeSet := ""
-	if t.SizeColumn != "" {
-		sizeSet = `,
-	  size_bytes = CASE WHEN e.artifact = 'asset' AND d.url IS NOT NULL THEN d.size ELSE e.size_bytes END`
-	}
-	q := `WITH d AS (
-	  SELECT e.id AS edge_id, ` + t.url + ` AS url, ` + t.size + ` AS size
-	  FROM ` + t.ident + ` m JOIN storage_edges e ON e.memory_id = m.id
-	  WHERE ` + sp.cond(&a, "m.id") + ` AND ` + sp.cond(&a, "e.memory_id") + `
-	    AND e.memory_type = ` + mt + `::text::memory_type_t AND ` + t.driftPred("e", t.url, t.size) + `
-	  FOR SHARE OF m
+	  FROM (SELECT unnest(drifted) AS edge_id, url, size FROM f WHERE drifted IS NOT NULL) d
+	  WHERE e.id = d.edge_id AND ` + t.driftPred("e", "d.url", "d.size") + `
+	  RETURNING 1
 	)
-	UPDATE storage_edges e SET
-	  present = (e.artifact = 'metadata' OR d.url IS NOT NULL),
-	  location = CASE WHEN e.artifact = 'metadata' THEN NULL ELSE d.url END` + sizeSet + `
-	FROM d WHERE e.id = d.edge_id AND ` + t.driftPred("e", "d.url", "d.size")
+	SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)`
 	return stmt{q, a}
 }

@@ -4,83 +4,112 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 )
 
 // work finds (and unless the run is dry, repairs) everything CONTRACT
 // section 6 lists. The edges of section 4 go first, chunk by chunk over the
 // memory-id key space; then the sync states; then the bounded ICP check.
 func (s *Service) work(ctx context.Context, l *lease, progress func(done, total int64)) (*Report, error) {
+	db := l.conn
 	rep := &Report{ByType: map[string]*Counts{}}
 	for _, t := range s.tables {
 		rep.ByType[t.MemoryType] = &Counts{}
 	}
 	dry := l.run.DryRun
 	keepICP := s.cfg.ICPEdgesOnDelete == PolicyKeep
-	sum := func() {
-		rep.Orphans, rep.Missing, rep.Drift = 0, 0, 0
-		for _, c := range rep.ByType {
-			rep.Orphans += c.Orphans
-			rep.Missing += c.Missing
-			rep.Drift += c.Drift
-		}
+	workers, err := s.connectWorkers(ctx)
+	if err != nil {
+		return rep, err
 	}
-	err := s.walk(ctx, l.conn, progress, func(sp span) error {
+	defer closeAll(workers)
+	var mu sync.Mutex // guards rep.ByType counts across workers
+	err = s.walk(ctx, db, workers, progress, func(ctx context.Context, conn *pgx.Conn, sp span) error {
 		for _, t := range s.tables {
-			c := rep.ByType[t.MemoryType]
+			var c Counts
 			if dry {
-				if err := s.detect(ctx, t, sp, keepICP, c); err != nil {
+				if err := s.detect(ctx, conn, t, sp, keepICP, &c); err != nil {
 					return err
 				}
-				continue
+			} else {
+				n, err := s.exec(ctx, conn, "delete orphans of "+t.Name, t.deleteOrphans(sp, keepICP))
+				if err != nil {
+					return err
+				}
+				c.Orphans = n
+				if c.Missing, c.Drift, err = s.repair(ctx, conn, t, sp); err != nil {
+					return err
+				}
 			}
-			n, err := s.exec(ctx, "delete orphans of "+t.Name, t.deleteOrphans(sp, keepICP))
-			if err != nil {
-				return err
-			}
-			c.Orphans += n
-			if n, err = s.exec(ctx, "create missing edges of "+t.Name, t.insertMissing(sp)); err != nil {
-				return err
-			}
-			c.Missing += n
-			if n, err = s.exec(ctx, "correct drifted edges of "+t.Name, t.fixDrift(sp)); err != nil {
-				return err
-			}
-			c.Drift += n
+			mu.Lock()
+			bt := rep.ByType[t.MemoryType]
+			bt.Orphans += c.Orphans
+			bt.Missing += c.Missing
+			bt.Drift += c.Drift
+			mu.Unlock()
 		}
 		return nil
 	})
-	sum()
+	for _, c := range rep.ByType {
+		rep.Orphans += c.Orphans
+		rep.Missing += c.Missing
+		rep.Drift += c.Drift
+	}
 	if !dry {
 		rep.Fixed = rep.Orphans + rep.Missing + rep.Drift
 	}
 	if err != nil {
 		return rep, err
 	}
-	if err := s.syncStates(ctx, rep, dry); err != nil {
+	if err := s.syncStates(ctx, db, rep, dry); err != nil {
 		return rep, err
 	}
-	if err := s.checkICP(ctx, rep, dry); err != nil {
+	if err := s.checkICP(ctx, db, rep, dry); err != nil {
 		return rep, err
 	}
 	return rep, nil
 }
 
+// connectWorkers opens the connections that repair chunks side by side.
+// Chunks are disjoint key ranges, so workers never touch the same rows.
+func (s *Service) connectWorkers(ctx context.Context) ([]*pgx.Conn, error) {
+	var conns []*pgx.Conn
+	for range s.cfg.Workers {
+		c, err := s.connect(ctx)
+		if err != nil {
+			closeAll(conns)
+			return nil, err
+		}
+		conns = append(conns, c)
+	}
+	return conns, nil
+}
+
+func closeAll(conns []*pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, c := range conns {
+		_ = c.Close(ctx)
+	}
+}
+
 // detect counts what a repair of the span would change, changing nothing.
-func (s *Service) detect(ctx context.Context, t table, sp span, keepICP bool, c *Counts) error {
+func (s *Service) detect(ctx context.Context, db *pgx.Conn, t table, sp span, keepICP bool, c *Counts) error {
 	st := t.countOrphans(sp, keepICP)
 	var n int64
-	if err := s.pool.QueryRow(ctx, st.q, st.a...).Scan(&n); err != nil {
+	if err := db.QueryRow(ctx, st.q, st.a...).Scan(&n); err != nil {
 		return fmt.Errorf("count orphans of %s: %w", t.Name, err)
 	}
 	c.Orphans += n
 	st = t.countMissingDrift(sp)
 	var missing, drift int64
-	if err := s.pool.QueryRow(ctx, st.q, st.a...).Scan(&missing, &drift); err != nil {
+	if err := db.QueryRow(ctx, st.q, st.a...).Scan(&missing, &drift); err != nil {
 		return fmt.Errorf("count missing and drifted edges of %s: %w", t.Name, err)
 	}
 	c.Missing += missing
@@ -91,29 +120,53 @@ func (s *Service) detect(ctx context.Context, t table, sp span, keepICP bool, c 
 // exec runs one repair statement as its own short transaction and returns
 // the rows it changed. A deadlock with the pipeline (which writes the same
 // edges) aborts one side; the repair is idempotent, so it is simply retried.
-func (s *Service) exec(ctx context.Context, what string, st stmt) (int64, error) {
+func (s *Service) exec(ctx context.Context, db *pgx.Conn, what string, st stmt) (int64, error) {
 	for attempt := 1; ; attempt++ {
-		tag, err := s.pool.Exec(ctx, st.q, st.a...)
+		tag, err := db.Exec(ctx, st.q, st.a...)
 		if err == nil {
 			return tag.RowsAffected(), nil
 		}
-		var pe *pgconn.PgError
-		if attempt < 5 && errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001") && ctx.Err() == nil {
+		if attempt < 5 && retryable(ctx, err) {
 			continue
 		}
 		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 }
 
+// repair runs table.repair, retried like exec.
+func (s *Service) repair(ctx context.Context, db *pgx.Conn, t table, sp span) (inserted, updated int64, err error) {
+	st := t.repair(sp)
+	for attempt := 1; ; attempt++ {
+		err = db.QueryRow(ctx, st.q, st.a...).Scan(&inserted, &updated)
+		if err == nil || attempt >= 5 || !retryable(ctx, err) {
+			break
+		}
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("repair the edges of %s: %w", t.Name, err)
+	}
+	return inserted, updated, nil
+}
+
+// retryable reports a deadlock or serialization failure: the pipeline writes
+// the same edges, one side is aborted, and an idempotent repair can simply
+// run again.
+func retryable(ctx context.Context, err error) bool {
+	var pe *pgconn.PgError
+	return ctx.Err() == nil && errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
+}
+
 // walk calls fn for consecutive key ranges (lo, hi] of memory ids covering
-// the whole uuid space. Each range holds at most ChunkSize rows of every
-// memory table and of storage_edges, so every statement reads a bounded set
-// and commits quickly, whatever the shape of the data (a table emptied with
-// all its edges left behind yields bounded chunks too).
+// the whole uuid space, on the worker connections side by side. Each range
+// holds at most ChunkSize rows of every memory table and of storage_edges,
+// so every statement reads a bounded set and commits quickly, whatever the
+// shape of the data (a table emptied with all its edges left behind yields
+// bounded chunks too). The ranges are found on db, the lock connection.
 //
 // A source's look-ahead (the id ChunkSize rows on) stays valid until the
 // walk passes it, so each source is scanned about once per run in total.
-func (s *Service) walk(ctx context.Context, lockConn *pgx.Conn, progress func(done, total int64), fn func(span) error) error {
+func (s *Service) walk(ctx context.Context, db *pgx.Conn, workers []*pgx.Conn, progress func(done, total int64),
+	fn func(context.Context, *pgx.Conn, span) error) error {
 	type source struct {
 		what   string
 		query  func(lo *string) stmt
@@ -142,81 +195,99 @@ func (s *Service) walk(ctx context.Context, lockConn *pgx.Conn, progress func(do
 	}
 	srcs = append(srcs, &source{what: "storage_edges", query: look("storage_edges", "memory_id")})
 
-	total, err := s.estimateRows(ctx)
+	total, err := s.estimateRows(ctx, db)
 	if err != nil {
 		return err
 	}
-	var done int64
-	report := func() {
-		if progress == nil {
-			return
-		}
-		if done > total {
-			total = done
-		}
-		progress(done, total)
+	type job struct {
+		sp   span
+		rows int64 // memory rows it completes, for progress
 	}
-
-	var lo *string
-	for {
-		// A lost lock connection means another process may start a run:
-		// stop rather than overlap.
-		if err := lockConn.Ping(ctx); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("lost the reconcile lock (its connection broke): %w", err)
-		}
-		var hi *string
-		for _, src := range srcs {
-			if !src.valid {
-				st := src.query(lo)
-				var bound *string
-				if err := s.pool.QueryRow(ctx, st.q, st.a...).Scan(&src.count, &bound); err != nil {
-					return fmt.Errorf("find the next chunk of %s: %w", src.what, err)
+	var (
+		mu   sync.Mutex
+		done int64
+	)
+	jobs := make(chan job)
+	g, gctx := errgroup.WithContext(ctx)
+	for _, conn := range workers {
+		g.Go(func() error {
+			for j := range jobs {
+				if err := fn(gctx, conn, j.sp); err != nil {
+					return err
 				}
-				src.valid, src.bound, src.counts = true, nil, false
-				if src.count >= int64(n) {
-					src.bound = bound
+				if progress != nil {
+					mu.Lock()
+					done += j.rows
+					total = max(total, done)
+					progress(done, total)
+					mu.Unlock()
 				}
 			}
-			if src.bound != nil && (hi == nil || *src.bound < *hi) {
-				hi = src.bound
-			}
-		}
-		if err := fn(span{lo: lo, hi: hi}); err != nil {
-			return err
-		}
-		for _, src := range srcs {
-			reached := hi == nil || (src.bound != nil && *src.bound == *hi)
-			if reached && src.table && !src.counts {
-				done += src.count
-				src.counts = true
-			}
-			if hi != nil && src.bound != nil && *src.bound == *hi {
-				src.valid = false
-			}
-		}
-		report()
-		if hi == nil {
 			return nil
-		}
-		lo = hi
+		})
 	}
+	g.Go(func() error {
+		defer close(jobs)
+		var lo *string
+		for {
+			var hi *string
+			for _, src := range srcs {
+				if !src.valid {
+					st := src.query(lo)
+					var bound *string
+					if err := db.QueryRow(gctx, st.q, st.a...).Scan(&src.count, &bound); err != nil {
+						return fmt.Errorf("find the next chunk of %s: %w", src.what, err)
+					}
+					src.valid, src.bound, src.counts = true, nil, false
+					if src.count >= int64(n) {
+						src.bound = bound
+					}
+				}
+				if src.bound != nil && (hi == nil || *src.bound < *hi) {
+					hi = src.bound
+				}
+			}
+			j := job{sp: span{lo: lo, hi: hi}}
+			for _, src := range srcs {
+				reached := hi == nil || (src.bound != nil && *src.bound == *hi)
+				if reached && src.table && !src.counts {
+					j.rows += src.count
+					src.counts = true
+				}
+				if hi != nil && src.bound != nil && *src.bound == *hi {
+					src.valid = false
+				}
+			}
+			select {
+			case jobs <- j:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			if hi == nil {
+				return nil
+			}
+			lo = hi
+		}
+	})
+	err = g.Wait()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
 }
 
 // estimateRows is the progress total: the planner's row estimates, or a
 // count for tables never analysed.
-func (s *Service) estimateRows(ctx context.Context) (int64, error) {
+func (s *Service) estimateRows(ctx context.Context, db *pgx.Conn) (int64, error) {
 	var total int64
 	for _, t := range s.tables {
 		var est float64
-		if err := s.pool.QueryRow(ctx, `SELECT reltuples FROM pg_class WHERE oid = $1::text::regclass`, t.ident).Scan(&est); err != nil {
+		if err := db.QueryRow(ctx, `SELECT reltuples FROM pg_class WHERE oid = $1::text::regclass`, t.ident).Scan(&est); err != nil {
 			return 0, fmt.Errorf("table %s (check EDGESYNC_TABLES): %w", t.Name, err)
 		}
 		if est < 0 {
 			var n int64
-			if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM `+t.ident).Scan(&n); err != nil {
+			if err := db.QueryRow(ctx, `SELECT count(*) FROM `+t.ident).Scan(&n); err != nil {
 				return 0, fmt.Errorf("count %s: %w", t.Name, err)
 			}
 			est = float64(n)
@@ -227,14 +298,14 @@ func (s *Service) estimateRows(ctx context.Context) (int64, error) {
 }
 
 // syncStates handles stuck and due failed syncs, in bounded batches.
-func (s *Service) syncStates(ctx context.Context, rep *Report, dry bool) error {
+func (s *Service) syncStates(ctx context.Context, db *pgx.Conn, rep *Report, dry bool) error {
 	stuckAfter := s.cfg.StuckAfter.Microseconds()
 	if dry {
-		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM storage_edges
+		if err := db.QueryRow(ctx, `SELECT count(*) FROM storage_edges
 			WHERE sync_state = 'migrating' AND updated_at < now() - $1::bigint * interval '1 microsecond'`, stuckAfter).Scan(&rep.Stuck); err != nil {
 			return fmt.Errorf("count stuck syncs: %w", err)
 		}
-		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM storage_edges e
+		if err := db.QueryRow(ctx, `SELECT count(*) FROM storage_edges e
 			JOIN sync_attempts a ON a.memory_id = e.memory_id AND a.memory_type = e.memory_type AND a.backend = e.backend
 			WHERE e.sync_state = 'failed' AND a.next_attempt_at <= now() AND a.attempts < $1`, s.cfg.MaxAttempts).Scan(&rep.FailedRetried); err != nil {
 			return fmt.Errorf("count failed syncs due for a retry: %w", err)
@@ -244,7 +315,7 @@ func (s *Service) syncStates(ctx context.Context, rep *Report, dry bool) error {
 	note := fmt.Sprintf("stuck in migrating for more than %s (reconcile set it back to be retried)", s.cfg.StuckAfter)
 	for {
 		var gaveUp, touched int64
-		if err := s.pool.QueryRow(ctx, stuckSQL, stuckAfter, s.cfg.ChunkSize, s.cfg.MaxAttempts, note).Scan(&gaveUp, &touched); err != nil {
+		if err := db.QueryRow(ctx, stuckSQL, stuckAfter, s.cfg.ChunkSize, s.cfg.MaxAttempts, note).Scan(&gaveUp, &touched); err != nil {
 			return fmt.Errorf("handle stuck syncs: %w", err)
 		}
 		rep.Stuck += gaveUp + touched
@@ -254,7 +325,7 @@ func (s *Service) syncStates(ctx context.Context, rep *Report, dry bool) error {
 		}
 	}
 	for {
-		n, err := s.exec(ctx, "retry failed syncs", stmt{retrySQL, args{s.cfg.MaxAttempts, s.cfg.ChunkSize}})
+		n, err := s.exec(ctx, db, "retry failed syncs", stmt{retrySQL, args{s.cfg.MaxAttempts, s.cfg.ChunkSize}})
 		if err != nil {
 			return err
 		}
@@ -319,7 +390,7 @@ FROM due WHERE e.id = due.id AND e.sync_state = 'failed'`
 // canister, continuing where the previous run stopped. A disagreeing edge is
 // set back to migrating (not present), which asks the mirror to store the
 // memory again.
-func (s *Service) checkICP(ctx context.Context, rep *Report, dry bool) error {
+func (s *Service) checkICP(ctx context.Context, db *pgx.Conn, rep *Report, dry bool) error {
 	if s.cfg.ICP == nil {
 		return nil
 	}
@@ -331,7 +402,7 @@ func (s *Service) checkICP(ctx context.Context, rep *Report, dry bool) error {
 	if cursor != "" {
 		after = " AND memory_id > " + a.add(cursor) + "::text::uuid"
 	}
-	rows, err := s.pool.Query(ctx, `WITH mems AS (
+	rows, err := db.Query(ctx, `WITH mems AS (
 		  SELECT DISTINCT memory_id FROM storage_edges
 		  WHERE backend = 'icp-canister' AND present AND sync_state = 'idle'`+after+`
 		  ORDER BY memory_id LIMIT `+a.add(s.cfg.ICPBatch)+`)
@@ -393,7 +464,7 @@ func (s *Service) checkICP(ctx context.Context, rep *Report, dry bool) error {
 		if dry {
 			continue
 		}
-		tag, err := s.pool.Exec(ctx, `UPDATE storage_edges SET present = false, sync_state = 'migrating', sync_error = $2
+		tag, err := db.Exec(ctx, `UPDATE storage_edges SET present = false, sync_state = 'migrating', sync_error = $2
 			WHERE id = $1::text::uuid AND present AND sync_state = 'idle' AND content_hash IS NOT DISTINCT FROM $3`,
 			e.id, "the canister disagrees ("+reason+"); reconcile asked the mirror to store it again", e.hash)
 		if err != nil {
