@@ -1,0 +1,280 @@
+package reconcilebench
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/edgesync/edgesync/internal/pgtest"
+	"github.com/edgesync/edgesync/reconcile"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// The data set: 1,000,000 memories over the reference tables; 95% of the
+// media rows have a Blob URL; 2% of memories have an icp-canister edge.
+var tables = []struct {
+	name, memoryType string
+	rows             int
+	media            bool
+}{
+	{"images", "image", 400_000, true},
+	{"videos", "video", 150_000, true},
+	{"notes", "note", 200_000, false},
+	{"documents", "document", 150_000, true},
+	{"audio", "audio", 100_000, true},
+}
+
+// Damage: 1% of each kind, counted in edges.
+const (
+	orphanEdges  = 10_000 // 5,000 images with URLs deleted behind the pipeline's back
+	missingEdges = 10_000 // 5,000 video metadata edges and 5,000 document blob edges lost
+	driftEdges   = 10_000 // blob edges: 4,000 wrong location, 3,000 not present, 3,000 wrong size
+)
+
+func BenchmarkReconcile_Million(b *testing.B) {
+	ctx := context.Background()
+	srcURL := pgtest.New(b)
+	start := time.Now()
+	load(b, srcURL)
+	yardURL := copyDB(b, srcURL)
+	fmt.Printf("reconcile bench: loaded 1,000,000 memories with their edges and 1%% damage of each kind, and a copy, in %s\n", time.Since(start).Round(time.Second))
+
+	svcPool := open(b, srcURL)
+	yard := open(b, yardURL)
+	svc := reconcile.New(reconcile.Config{Tables: referenceTables()}, svcPool, nil, nil)
+
+	// One untimed pass over both copies, so neither side pays for a cold cache.
+	plainDetect(b, yard)
+	if _, err := svc.RunNow(ctx, reconcile.TriggerCLI, true, nil); err != nil {
+		b.Fatal(err)
+	}
+
+	b.ResetTimer()
+	for range b.N { // the data is damaged once; -benchtime 1x is the intended use
+		t0 := time.Now()
+		want := plainDetect(b, yard)
+		plainDry := time.Since(t0)
+
+		t0 = time.Now()
+		dry, err := svc.RunNow(ctx, reconcile.TriggerCLI, true, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		svcDry := time.Since(t0)
+		if got := [3]int64{dry.Report.Orphans, dry.Report.Missing, dry.Report.Drift}; got != want || want != [3]int64{orphanEdges, missingEdges, driftEdges} {
+			b.Fatalf("dry run found %v, the plain queries %v, the damage was %v", got, want, [3]int64{orphanEdges, missingEdges, driftEdges})
+		}
+
+		t0 = time.Now()
+		fixed := plainFix(b, yard)
+		plainFixTime := time.Since(t0)
+
+		t0 = time.Now()
+		run, err := svc.RunNow(ctx, reconcile.TriggerCLI, false, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		svcFix := time.Since(t0)
+		if run.Report.Fixed != fixed || fixed != orphanEdges+missingEdges+driftEdges {
+			b.Fatalf("the run fixed %d rows, the plain statements %d", run.Report.Fixed, fixed)
+		}
+
+		b.ReportMetric(svcFix.Seconds(), "fix-s")
+		b.ReportMetric(plainFixTime.Seconds(), "plain-fix-s")
+		b.ReportMetric(svcFix.Seconds()/plainFixTime.Seconds(), "fix-ratio")
+		b.ReportMetric(svcDry.Seconds(), "dry-s")
+		b.ReportMetric(plainDry.Seconds(), "plain-dry-s")
+		b.ReportMetric(svcDry.Seconds()/plainDry.Seconds(), "dry-ratio")
+		fmt.Printf("reconcile bench: 1,000,000 memories, %d damaged edges: fixing run %s vs plain SQL %s = %.2fx (goal <= 1.5x); dry run %s vs plain detection %s = %.2fx (goal < 3x)\n",
+			fixed, svcFix.Round(time.Millisecond), plainFixTime.Round(time.Millisecond), svcFix.Seconds()/plainFixTime.Seconds(),
+			svcDry.Round(time.Millisecond), plainDry.Round(time.Millisecond), svcDry.Seconds()/plainDry.Seconds())
+	}
+}
+
+func referenceTables() []reconcile.Table {
+	var ts []reconcile.Table
+	for _, t := range tables {
+		rt := reconcile.Table{Name: t.name, MemoryType: t.memoryType}
+		if t.media {
+			rt.URLColumn, rt.SizeColumn = "url", "size_bytes"
+		}
+		ts = append(ts, rt)
+	}
+	return ts
+}
+
+func open(b *testing.B, u string) *pgxpool.Pool {
+	b.Helper()
+	p, err := pgxpool.New(context.Background(), u)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(p.Close)
+	return p
+}
+
+// load fills the database with set-based SQL: the rows, the edges the
+// pipeline would have written, a few ICP syncs, then the damage.
+func load(b *testing.B, u string) {
+	b.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	exec := func(sql string) {
+		b.Helper()
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			b.Fatalf("%s: %v", sql, err)
+		}
+	}
+	exec(`SET synchronous_commit = off`)
+	exec(`SET maintenance_work_mem = '256MB'`)
+	// Bulk loads go faster without the secondary indexes; they are rebuilt after.
+	exec(`DROP INDEX ix_edges_memory, ix_edges_backend_present, ix_edges_sync_state`)
+	for _, t := range tables {
+		if t.media {
+			exec(fmt.Sprintf(`INSERT INTO %s (owner_id, title, url, size_bytes, mime_type)
+				SELECT gen_random_uuid(), 'memory ' || g,
+				       CASE WHEN g %% 20 = 0 THEN NULL ELSE 'https://store.public.blob.vercel-storage.com/%s/' || g || '-' || md5(g::text) END,
+				       1000 + (g::bigint * 7919) %% 5000000, 'application/octet-stream'
+				FROM generate_series(1, %d) g`, t.name, t.name, t.rows))
+			exec(fmt.Sprintf(`INSERT INTO storage_edges (memory_id, memory_type, artifact, backend, present, location, size_bytes)
+				SELECT id, '%s'::memory_type_t, 'metadata'::artifact_t, 'neon-db'::backend_t, true, NULL, NULL FROM %s
+				UNION ALL
+				SELECT id, '%s', 'asset', 'vercel-blob', true, url, size_bytes FROM %s WHERE url IS NOT NULL`, t.memoryType, t.name, t.memoryType, t.name))
+		} else {
+			exec(fmt.Sprintf(`INSERT INTO %s (owner_id, title, body) SELECT gen_random_uuid(), 'note ' || g, 'text' FROM generate_series(1, %d) g`, t.name, t.rows))
+			exec(fmt.Sprintf(`INSERT INTO storage_edges (memory_id, memory_type, artifact, backend, present)
+				SELECT id, '%s', 'metadata', 'neon-db', true FROM %s`, t.memoryType, t.name))
+		}
+		exec(fmt.Sprintf(`INSERT INTO storage_edges (memory_id, memory_type, artifact, backend, present, content_hash, last_synced_at)
+			SELECT id, '%s', 'metadata', 'icp-canister', true, md5(id::text), now() FROM %s TABLESAMPLE BERNOULLI (2) REPEATABLE (7)`, t.memoryType, t.name))
+	}
+	exec(`CREATE INDEX ix_edges_memory ON storage_edges (memory_id, memory_type)`)
+	exec(`CREATE INDEX ix_edges_backend_present ON storage_edges (backend, artifact, present)`)
+	exec(`CREATE INDEX ix_edges_sync_state ON storage_edges (sync_state)`)
+
+	// orphans: rows deleted, their web2 edges (2 each) left behind
+	exec(`DELETE FROM images WHERE id IN (SELECT id FROM images WHERE url IS NOT NULL AND id NOT IN
+		(SELECT memory_id FROM storage_edges WHERE backend = 'icp-canister') ORDER BY md5(id::text) LIMIT 5000)`)
+	// missing
+	exec(`DELETE FROM storage_edges WHERE id IN (SELECT id FROM storage_edges WHERE memory_type = 'video' AND backend = 'neon-db' ORDER BY md5(id::text) LIMIT 5000)`)
+	exec(`DELETE FROM storage_edges WHERE id IN (SELECT id FROM storage_edges WHERE memory_type = 'document' AND backend = 'vercel-blob' ORDER BY md5(id::text) LIMIT 5000)`)
+	// drift
+	exec(`WITH pick AS (SELECT id, row_number() OVER () AS n FROM (SELECT e.id FROM storage_edges e JOIN images m ON m.id = e.memory_id
+		WHERE e.backend = 'vercel-blob' ORDER BY md5(e.id::text) LIMIT 7000) s)
+		UPDATE storage_edges e SET location = CASE WHEN p.n <= 4000 THEN 'https://store.public.blob.vercel-storage.com/stale' ELSE e.location END,
+		                           present = p.n <= 4000
+		FROM pick p WHERE e.id = p.id`)
+	exec(`UPDATE storage_edges SET size_bytes = size_bytes + 1 WHERE id IN (SELECT id FROM storage_edges WHERE memory_type = 'audio' AND backend = 'vercel-blob' ORDER BY md5(id::text) LIMIT 3000)`)
+	exec(`VACUUM ANALYZE`)
+}
+
+// copyDB clones the loaded database file by file (CREATE DATABASE …
+// TEMPLATE), so the yardstick starts from exactly the same data and layout.
+func copyDB(b *testing.B, src string) string {
+	b.Helper()
+	ctx := context.Background()
+	u, err := url.Parse(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	cl := pgtest.Shared(b)
+	admin, err := pgx.Connect(ctx, cl.URL("postgres"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	copyName := name + "_yard"
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{copyName}.Sanitize()+" TEMPLATE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cl.Drop(copyName) })
+	return cl.URL(copyName)
+}
+
+// drift is the rule of CONTRACT section 4 for one blob or metadata edge e
+// against its row m, written out by hand.
+func drift(media bool) string {
+	if !media {
+		return `((e.artifact = 'metadata' AND e.backend = 'neon-db' AND (NOT e.present OR e.location IS NOT NULL))
+  OR (e.artifact = 'asset' AND e.backend = 'vercel-blob' AND (e.present OR e.location IS NOT NULL)))`
+	}
+	return `((e.artifact = 'metadata' AND e.backend = 'neon-db' AND (NOT e.present OR e.location IS NOT NULL))
+  OR (e.artifact = 'asset' AND e.backend = 'vercel-blob' AND CASE WHEN m.url IS NULL THEN e.present OR e.location IS NOT NULL
+      ELSE NOT (e.present AND e.location IS NOT DISTINCT FROM m.url AND e.size_bytes IS NOT DISTINCT FROM m.size_bytes) END))`
+}
+
+func plainDetect(b *testing.B, p *pgxpool.Pool) [3]int64 {
+	b.Helper()
+	var out [3]int64
+	for _, t := range tables {
+		q := func(sql string) int64 {
+			var n int64
+			if err := p.QueryRow(context.Background(), sql, t.memoryType).Scan(&n); err != nil {
+				b.Fatalf("%s: %v", sql, err)
+			}
+			return n
+		}
+		out[0] += q(`SELECT count(*) FROM storage_edges e WHERE e.memory_type = $1::text::memory_type_t AND e.backend <> 'icp-canister'
+			AND NOT EXISTS (SELECT 1 FROM ` + t.name + ` m WHERE m.id = e.memory_id)`)
+		out[1] += q(`SELECT count(*) FROM ` + t.name + ` m WHERE NOT EXISTS (SELECT 1 FROM storage_edges e WHERE e.memory_id = m.id
+			AND e.memory_type = $1::text::memory_type_t AND e.artifact = 'metadata' AND e.backend = 'neon-db')`)
+		if t.media {
+			out[1] += q(`SELECT count(*) FROM ` + t.name + ` m WHERE m.url IS NOT NULL AND NOT EXISTS (SELECT 1 FROM storage_edges e WHERE e.memory_id = m.id
+				AND e.memory_type = $1::text::memory_type_t AND e.artifact = 'asset' AND e.backend = 'vercel-blob')`)
+		}
+		out[2] += q(`SELECT count(*) FROM storage_edges e JOIN ` + t.name + ` m ON m.id = e.memory_id
+			WHERE e.memory_type = $1::text::memory_type_t AND ` + drift(t.media))
+	}
+	var stuck, failed int64
+	_ = p.QueryRow(context.Background(), `SELECT count(*) FROM storage_edges WHERE sync_state = 'migrating' AND updated_at < now() - interval '15 minutes'`).Scan(&stuck)
+	_ = p.QueryRow(context.Background(), `SELECT count(*) FROM storage_edges e JOIN sync_attempts a USING (memory_id, memory_type, backend)
+		WHERE e.sync_state = 'failed' AND a.next_attempt_at <= now()`).Scan(&failed)
+	return out
+}
+
+func plainFix(b *testing.B, p *pgxpool.Pool) int64 {
+	b.Helper()
+	var n int64
+	ex := func(sql string, args ...any) {
+		tag, err := p.Exec(context.Background(), sql, args...)
+		if err != nil {
+			b.Fatalf("%s: %v", sql, err)
+		}
+		n += tag.RowsAffected()
+	}
+	for _, t := range tables {
+		ex(`DELETE FROM storage_edges e WHERE e.memory_type = $1::text::memory_type_t AND e.backend <> 'icp-canister'
+			AND NOT EXISTS (SELECT 1 FROM `+t.name+` m WHERE m.id = e.memory_id)`, t.memoryType)
+		ins := `INSERT INTO storage_edges (memory_id, memory_type, artifact, backend, present, location, size_bytes)
+			SELECT m.id, $1::text::memory_type_t, 'metadata'::artifact_t, 'neon-db'::backend_t, true, NULL, NULL FROM ` + t.name + ` m
+			WHERE NOT EXISTS (SELECT 1 FROM storage_edges e WHERE e.memory_id = m.id AND e.memory_type = $1::text::memory_type_t AND e.artifact = 'metadata' AND e.backend = 'neon-db')`
+		set := `present = true, location = NULL`
+		if t.media {
+			set = `present = (e.artifact = 'metadata' OR m.url IS NOT NULL), location = CASE WHEN e.artifact = 'metadata' THEN NULL ELSE m.url END,
+				size_bytes = CASE WHEN e.artifact = 'asset' AND m.url IS NOT NULL THEN m.size_bytes ELSE e.size_bytes END`
+			ins += `
+			UNION ALL
+			SELECT m.id, $1::text::memory_type_t, 'asset'::artifact_t, 'vercel-blob'::backend_t, true, m.url, m.size_bytes FROM ` + t.name + ` m
+			WHERE m.url IS NOT NULL AND NOT EXISTS (SELECT 1 FROM storage_edges e WHERE e.memory_id = m.id AND e.memory_type = $1::text::memory_type_t AND e.artifact = 'asset' AND e.backend = 'vercel-blob')`
+		}
+		ex(ins+` ON CONFLICT ON CONSTRAINT storage_edges_key DO NOTHING`, t.memoryType)
+		ex(`UPDATE storage_edges e SET `+set+` FROM `+t.name+` m
+			WHERE m.id = e.memory_id AND e.memory_type = $1::text::memory_type_t AND `+drift(t.media), t.memoryType)
+	}
+	ex(`UPDATE storage_edges SET updated_at = now() WHERE sync_state = 'migrating' AND updated_at < now() - interval '15 minutes'`)
+	ex(`UPDATE storage_edges e SET sync_state = 'migrating' FROM sync_attempts a
+		WHERE a.memory_id = e.memory_id AND a.memory_type = e.memory_type AND a.backend = e.backend AND e.sync_state = 'failed' AND a.next_attempt_at <= now()`)
+	return n
+}
