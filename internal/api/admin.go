@@ -30,6 +30,10 @@ func (s *Server) startReconcile(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{Status: http.StatusConflict, Code: "conflict", Message: err.Error() + "; wait for it to finish (GET /admin/reconcile/{run_id})"})
 		return
 	}
+	if errors.Is(err, reconcile.ErrShuttingDown) {
+		writeError(w, unavailable("this instance is shutting down; ask another one"))
+		return
+	}
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("start reconcile: %w", err))
 		return
@@ -54,6 +58,10 @@ func (s *Server) getReconcile(w http.ResponseWriter, r *http.Request) {
 	run, err := s.deps.Reconciler.Get(r.Context(), id)
 	if errors.Is(err, reconcile.ErrRunNotFound) {
 		writeError(w, notFound("reconcile run "+id+" not found"))
+		return
+	}
+	if errors.Is(err, reconcile.ErrBadRunID) {
+		writeError(w, uuidError("run id", id))
 		return
 	}
 	if err != nil {
