@@ -113,7 +113,7 @@ func readStream(t testing.TB, natsURL, stream string) []streamMsg {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
@@ -123,19 +123,50 @@ func readStream(t testing.TB, natsURL, stream string) []streamMsg {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	// An ordered consumer reads the whole stream in batches; every message
+	// up to the last sequence seen above must arrive (a read that gives up
+	// early would look like lost events).
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var out []streamMsg
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := st.GetMsg(ctx, seq)
+	for last := uint64(0); last < info.State.LastSeq; {
+		batch, err := cons.FetchNoWait(1000)
 		if err != nil {
-			continue // deleted
+			t.Fatal(err)
 		}
-		sm := streamMsg{Subject: m.Subject, MsgID: m.Header.Get(jetstream.MsgIDHeader), Raw: m.Data}
-		if strings.Contains(m.Subject, ".memory.") || strings.Contains(m.Subject, ".edge.") {
-			if err := json.Unmarshal(m.Data, &sm.Event); err != nil {
-				t.Fatalf("message %d on %s is not an envelope: %v: %s", seq, m.Subject, err, m.Data)
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = meta.Sequence.Stream
+			sm := streamMsg{Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader), Raw: m.Data()}
+			if strings.Contains(sm.Subject, ".memory.") || strings.Contains(sm.Subject, ".edge.") {
+				if err := json.Unmarshal(sm.Raw, &sm.Event); err != nil {
+					t.Fatalf("message %d on %s is not an envelope: %v: %s", last, sm.Subject, err, sm.Raw)
+				}
+			}
+			out = append(out, sm)
+			if last >= info.State.LastSeq {
+				break
 			}
 		}
-		out = append(out, sm)
+		if err := batch.Error(); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			if ctx.Err() != nil {
+				t.Fatalf("read %d of the stream's %d messages before the deadline", len(out), info.State.Msgs)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	return out
 }
