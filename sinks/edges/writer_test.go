@@ -53,7 +53,7 @@ var stream = []Op{
 	{MemoryID: m2, MemoryType: "note"},
 	{MemoryID: m3, MemoryType: "image", URLKnown: true, URL: ptr("u3")},
 	{MemoryID: m1, MemoryType: "image", URLKnown: true, URL: ptr("u1-v2"), Size: ptr(int64(20))},
-	{MemoryID: m1, MemoryType: "image", URLKnown: false},                   // unchanged TOAST URL
+	{MemoryID: m1, MemoryType: "image", URLKnown: false},                     // unchanged TOAST URL
 	{MemoryID: m3, MemoryType: "image", URLKnown: true, Size: ptr(int64(5))}, // URL cleared
 	{MemoryID: m2, MemoryType: "note", Delete: true},
 }
