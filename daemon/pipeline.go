@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	natsgo "github.com/nats-io/nats.go"
 	"go.uber.org/zap"
@@ -109,47 +110,71 @@ func (p *Pipeline) publishedTables() []string {
 	return append(out, "gallery_items", "storage_edges")
 }
 
-// Run is one session. It returns when ctx ends (nil) or on the first error.
+// Run is one session. It returns when ctx ends (nil, after draining) or on
+// the first error.
 func (p *Pipeline) Run(ctx context.Context) error {
-	log := p.log
-	if err := cdc.CheckServer(ctx, p.pool, p.cfg.Slot); err != nil {
-		return err
-	}
-	if err := cdc.EnsurePublication(ctx, p.pool, p.cfg.Publication, p.publishedTables()); err != nil {
-		return err
-	}
-	if err := p.warnForeignTables(ctx); err != nil {
-		return err
-	}
-	st, err := loadState(ctx, p.pool, p.cfg.Slot)
+	slot, st, lost, err := p.prepare(ctx)
 	if err != nil {
 		return err
+	}
+	rc, err := cdc.ConnectReplication(ctx, p.cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("replication connection: %w", err)
+	}
+	defer rc.Close(context.Background())
+	s, err := p.newSession(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.stop()
+	start, err := s.setup(ctx, rc, slot, st)
+	if err != nil || ctx.Err() != nil {
+		return s.fail(err)
+	}
+	if lost && p.hooks.SlotLost != nil {
+		p.hooks.SlotLost()
+	}
+	return s.stream(ctx, rc, start)
+}
+
+// prepare checks the server, the publication and the slot, and notices a
+// lost slot (reporting it loudly and resetting the pipeline state).
+func (p *Pipeline) prepare(ctx context.Context) (slot cdc.SlotInfo, st state, lost bool, err error) {
+	if err = cdc.CheckServer(ctx, p.pool, p.cfg.Slot); err != nil {
+		return
+	}
+	if err = cdc.EnsurePublication(ctx, p.pool, p.cfg.Publication, p.publishedTables()); err != nil {
+		return
+	}
+	if err = p.warnForeignTables(ctx); err != nil {
+		return
+	}
+	if st, err = loadState(ctx, p.pool, p.cfg.Slot); err != nil {
+		return
 	}
 	var dbName string
-	if err := p.pool.QueryRow(ctx, "SELECT current_database()").Scan(&dbName); err != nil {
-		return err
+	if err = p.pool.QueryRow(ctx, "SELECT current_database()").Scan(&dbName); err != nil {
+		return
 	}
-	slot, err := cdc.ReadSlot(ctx, p.pool, p.cfg.Slot)
-	if err != nil {
-		return err
+	if slot, err = cdc.ReadSlot(ctx, p.pool, p.cfg.Slot); err != nil {
+		return
 	}
-	lost := false
 	if slot.Exists {
-		if err := slot.Check(p.cfg.Slot, dbName); err != nil {
-			if !errors.Is(err, cdc.ErrSlotLost) {
-				return err
+		if cerr := slot.Check(p.cfg.Slot, dbName); cerr != nil {
+			if !errors.Is(cerr, cdc.ErrSlotLost) {
+				return slot, st, false, cerr
 			}
 			lost = true
-			if err := cdc.DropSlot(ctx, p.pool, p.cfg.Slot); err != nil {
-				return err
+			if err = cdc.DropSlot(ctx, p.pool, p.cfg.Slot); err != nil {
+				return
 			}
 			slot.Exists = false
 		}
 		if slot.Active && slot.ActivePID != 0 {
 			// We hold the leader lock, so the slot's reader is a dead
 			// leader's walsender that the server has not noticed yet.
-			if err := p.terminateReader(ctx, slot.ActivePID); err != nil {
-				return err
+			if err = p.terminateReader(ctx, slot.ActivePID); err != nil {
+				return
 			}
 		}
 	} else if st.ConfirmedLSN != 0 || st.SnapshotState != "pending" {
@@ -157,149 +182,154 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 	if lost {
 		p.metrics.SlotLost.Inc()
-		log.Error("replication slot lost: re-creating it, re-snapshotting and requesting a reconcile; changes made while it was gone are recovered by the snapshot",
+		p.log.Error("replication slot lost: re-creating it, re-snapshotting and requesting a reconcile; changes made while it was gone are recovered by the snapshot",
 			zap.String("slot", p.cfg.Slot), zap.String("last_confirmed_lsn", st.ConfirmedLSN.String()))
 		p.publishSlotLost(ctx, st.ConfirmedLSN)
-		if err := resetState(ctx, p.pool, p.cfg.Slot); err != nil {
-			return err
+		if err = resetState(ctx, p.pool, p.cfg.Slot); err != nil {
+			return
 		}
 		st = state{SnapshotState: "pending"}
 	}
+	return slot, st, lost, nil
+}
 
-	rc, err := cdc.ConnectReplication(ctx, p.cfg.DatabaseURL)
-	if err != nil {
-		return fmt.Errorf("replication connection: %w", err)
-	}
-	defer rc.Close(context.Background())
+// session is one run's running parts. The sinks outlive the reader on
+// shutdown so they can drain; the reader and the consumer stop first.
+type session struct {
+	p              *Pipeline
+	pub            *natssink.Publisher
+	writer         *edges.Writer
+	batcher        *edges.Batcher
+	sinkCtx        context.Context
+	stopSinks      context.CancelFunc
+	readCtx        context.Context
+	stopRead       context.CancelFunc
+	errc           chan error
+	sinks, readers sync.WaitGroup
+}
 
+func (p *Pipeline) newSession(ctx context.Context) (*session, error) {
 	pub, err := natssink.NewPublisher(p.nc, natssink.Config{})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := natssink.EnsureStream(ctx, pub.JetStream(), natssink.StreamConfig{Name: p.cfg.Stream, SubjectPrefix: p.cfg.SubjectPrefix}); err != nil {
-		return err
+		return nil, err
 	}
-	writer := edges.NewWriter(p.pool, edges.Config{DeleteICPEdges: p.cfg.DeleteICPEdges})
-	batcher := edges.NewBatcher(writer, p.countEdges)
+	s := &session{p: p, pub: pub, errc: make(chan error, 8)}
+	s.writer = edges.NewWriter(p.pool, edges.Config{DeleteICPEdges: p.cfg.DeleteICPEdges})
+	s.batcher = edges.NewBatcher(s.writer, p.countEdges)
+	s.sinkCtx, s.stopSinks = context.WithCancel(context.WithoutCancel(ctx))
+	s.readCtx, s.stopRead = context.WithCancel(context.WithoutCancel(ctx))
+	s.spawn(&s.sinks, func() error { return pub.Run(s.sinkCtx) })
+	s.spawn(&s.sinks, func() error { return s.batcher.Run(s.sinkCtx) })
+	return s, nil
+}
 
-	// Sinks outlive the reader on shutdown so they can drain; the reader and
-	// consumer stop first.
-	sinkCtx, stopSinks := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopSinks()
-	readCtx, stopRead := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopRead()
-	errc := make(chan error, 8)
-	var sinks, readers sync.WaitGroup
-	spawn := func(wg *sync.WaitGroup, f func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(); err != nil && !errors.Is(err, context.Canceled) {
-				errc <- err
-			}
-		}()
-	}
-	fail := func(err error) error {
-		stopRead()
-		stopSinks()
-		readers.Wait()
-		sinks.Wait()
-		if errors.Is(err, natssink.ErrPublish) {
-			p.metrics.PublishErrors.Inc()
+// spawn runs f; its error (other than a cancellation) ends the session.
+func (s *session) spawn(wg *sync.WaitGroup, f func() error) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := f(); err != nil && !errors.Is(err, context.Canceled) {
+			s.errc <- err
 		}
-		return err
-	}
-	spawn(&sinks, func() error { return pub.Run(sinkCtx) })
-	spawn(&sinks, func() error { return batcher.Run(sinkCtx) })
+	}()
+}
 
-	// Setup steps below run on this goroutine; a sink failure meanwhile
-	// surfaces through errc.
+func (s *session) stop() {
+	s.stopRead()
+	s.stopSinks()
+}
+
+// fail stops everything at once and returns err.
+func (s *session) fail(err error) error {
+	s.stop()
+	s.readers.Wait()
+	s.sinks.Wait()
+	if errors.Is(err, natssink.ErrPublish) {
+		s.p.metrics.PublishErrors.Inc()
+	}
+	return err
+}
+
+// setup creates the slot and takes the initial snapshot, or resumes an
+// interrupted one, and returns where streaming starts. It runs on the
+// caller's goroutine; a sink failure meanwhile cancels it.
+func (s *session) setup(ctx context.Context, rc *pgconn.PgConn, slot cdc.SlotInfo, st state) (cdc.LSN, error) {
+	p := s.p
 	setupCtx, setupDone := context.WithCancel(ctx)
+	defer setupDone()
 	go func() {
 		select {
-		case err := <-errc:
-			errc <- err
+		case err := <-s.errc:
+			s.errc <- err
 			setupDone()
 		case <-setupCtx.Done():
 		}
 	}()
-	var start cdc.LSN
 	switch {
 	case !slot.Exists:
 		res, err := cdc.CreateSlot(setupCtx, rc, p.cfg.Slot)
 		if err != nil {
-			setupDone()
-			return fail(err)
+			return 0, err
 		}
 		cp, _ := parseLSN(res.ConsistentPoint)
-		log.Info("created replication slot; taking the initial snapshot in its exported snapshot",
+		p.log.Info("created replication slot; taking the initial snapshot in its exported snapshot",
 			zap.String("slot", p.cfg.Slot), zap.String("consistent_point", res.ConsistentPoint))
 		if err := markSlotCreated(setupCtx, p.pool, p.cfg.Slot, cp); err != nil {
-			setupDone()
-			return fail(err)
+			return 0, err
 		}
-		if err := p.snapshot(setupCtx, writer, pub, res.SnapshotName, cp, state{SnapshotState: "pending"}); err != nil {
-			setupDone()
-			return fail(err)
-		}
-		start = cp
+		return cp, p.snapshot(setupCtx, s.writer, s.pub, res.SnapshotName, cp, state{SnapshotState: "pending"})
 	case st.SnapshotState != "done":
 		// Interrupted snapshot: its exported snapshot is gone. Backfilling
 		// from the current rows and then streaming the slot from its start
 		// still converges (DESIGN decision 5).
-		log.Warn("resuming an interrupted initial snapshot from the current rows", zap.String("slot", p.cfg.Slot),
+		p.log.Warn("resuming an interrupted initial snapshot from the current rows", zap.String("slot", p.cfg.Slot),
 			zap.String("table", st.SnapshotTable))
-		if err := p.snapshot(setupCtx, writer, pub, "", slot.ConfirmedFlush, st); err != nil {
-			setupDone()
-			return fail(err)
-		}
-		start = slot.ConfirmedFlush
-	default:
-		start = slot.ConfirmedFlush
+		return slot.ConfirmedFlush, p.snapshot(setupCtx, s.writer, s.pub, "", slot.ConfirmedFlush, st)
 	}
-	setupDone()
-	if ctx.Err() != nil {
-		return fail(nil)
-	}
-	if lost && p.hooks.SlotLost != nil {
-		p.hooks.SlotLost()
-	}
+	return slot.ConfirmedFlush, nil
+}
 
+// stream reads the slot from start until ctx ends or something fails, then
+// drains in order: stop reading WAL, let the sinks finish what was received,
+// confirm the last durable LSN, stop the sinks.
+func (s *session) stream(ctx context.Context, rc *pgconn.PgConn, start cdc.LSN) error {
+	p := s.p
 	tracker := cdc.NewTracker(start)
-	reader := cdc.NewReader(cdc.ReaderConfig{Slot: p.cfg.Slot, Publication: p.cfg.Publication, StatusInterval: p.cfg.StatusInterval}, rc, tracker, log)
+	reader := cdc.NewReader(cdc.ReaderConfig{Slot: p.cfg.Slot, Publication: p.cfg.Publication, StatusInterval: p.cfg.StatusInterval}, rc, tracker, p.log)
 	items := make(chan cdc.Item, 1024)
-	spawn(&readers, func() error { return reader.Run(readCtx, 0, items) })
-	spawn(&readers, func() error { return p.consume(readCtx, items, tracker, batcher, pub) })
-	spawn(&readers, func() error { return p.heartbeat(readCtx) })
-	spawn(&readers, func() error { return p.recordProgress(readCtx, tracker) })
-	log.Info("streaming", zap.String("slot", p.cfg.Slot), zap.String("from", start.String()))
+	s.spawn(&s.readers, func() error { return reader.Run(s.readCtx, 0, items) })
+	s.spawn(&s.readers, func() error { return p.consume(s.readCtx, items, tracker, s.batcher, s.pub) })
+	s.spawn(&s.readers, func() error { return p.heartbeat(s.readCtx) })
+	s.spawn(&s.readers, func() error { return p.recordProgress(s.readCtx, tracker) })
+	p.log.Info("streaming", zap.String("slot", p.cfg.Slot), zap.String("from", start.String()))
 
 	select {
-	case err := <-errc:
-		return fail(err)
+	case err := <-s.errc:
+		return s.fail(err)
 	case <-ctx.Done():
 	}
-	// Drain in order: stop reading WAL, let the sinks finish what was
-	// received, confirm the last durable LSN, then stop the sinks.
-	stopRead()
-	readers.Wait()
+	s.stopRead()
+	s.readers.Wait()
 	deadline := time.Now().Add(p.cfg.DrainTimeout)
 	for !tracker.Drained() && time.Now().Before(deadline) {
 		select {
-		case err := <-errc:
-			return fail(err)
+		case err := <-s.errc:
+			return s.fail(err)
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	stopSinks()
-	sinks.Wait()
+	s.stopSinks()
+	s.sinks.Wait()
 	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := reader.SendFinalStatus(fctx); err != nil {
-		log.Warn("final standby status", zap.Error(err))
+		p.log.Warn("final standby status", zap.Error(err))
 	}
 	_ = saveConfirmed(fctx, p.pool, p.cfg.Slot, tracker.Confirmed())
-	log.Info("pipeline drained", zap.String("confirmed_lsn", tracker.Confirmed().String()), zap.Bool("complete", tracker.Drained()))
+	p.log.Info("pipeline drained", zap.String("confirmed_lsn", tracker.Confirmed().String()), zap.Bool("complete", tracker.Drained()))
 	return nil
 }
 
