@@ -92,10 +92,13 @@ func (l *Leader) connect(ctx context.Context) (*pgx.Conn, error) {
 		return nil, err
 	}
 	cfg.RuntimeParams["application_name"] = "edgesync-leader"
-	// Server-side keepalives free the lock soon after a network cut.
+	// Free the lock soon after a network cut: keepalives catch an idle
+	// session, and tcp_user_timeout one whose answers (our pings) go
+	// unacknowledged — keepalives do not probe while data is in flight.
 	cfg.RuntimeParams["tcp_keepalives_idle"] = "5"
 	cfg.RuntimeParams["tcp_keepalives_interval"] = "2"
 	cfg.RuntimeParams["tcp_keepalives_count"] = "3"
+	cfg.RuntimeParams["tcp_user_timeout"] = "5000"
 	cfg.DialFunc = (&net.Dialer{KeepAlive: 5 * time.Second, Timeout: 10 * time.Second}).DialContext
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
