@@ -32,8 +32,10 @@ type PipelineConfig struct {
 	SnapshotEvents    bool
 	DeleteICPEdges    bool
 	HeartbeatInterval time.Duration
-	StatusInterval    time.Duration
-	SnapshotChunk     int
+	// StatusInterval is how often the reader reports its position; 0 derives
+	// it from the server's wal_sender_timeout (a quarter of it, at most 2 s).
+	StatusInterval time.Duration
+	SnapshotChunk  int
 	// DrainTimeout bounds how long shutdown waits for in-flight changes.
 	DrainTimeout time.Duration
 }
@@ -74,9 +76,6 @@ type Pipeline struct {
 
 // NewPipeline returns a pipeline; it connects nothing.
 func NewPipeline(cfg PipelineConfig, pool *pgxpool.Pool, nc *natsgo.Conn, m *Metrics, hooks Hooks, log *zap.Logger) *Pipeline {
-	if cfg.StatusInterval <= 0 {
-		cfg.StatusInterval = 2 * time.Second
-	}
 	if cfg.SnapshotChunk <= 0 {
 		cfg.SnapshotChunk = 5000
 	}
@@ -298,7 +297,7 @@ func (s *session) setup(ctx context.Context, rc *pgconn.PgConn, slot cdc.SlotInf
 func (s *session) stream(ctx context.Context, rc *pgconn.PgConn, start cdc.LSN) error {
 	p := s.p
 	tracker := cdc.NewTracker(start)
-	reader := cdc.NewReader(cdc.ReaderConfig{Slot: p.cfg.Slot, Publication: p.cfg.Publication, StatusInterval: p.cfg.StatusInterval}, rc, tracker, p.log)
+	reader := cdc.NewReader(cdc.ReaderConfig{Slot: p.cfg.Slot, Publication: p.cfg.Publication, StatusInterval: p.statusInterval(ctx)}, rc, tracker, p.log)
 	items := make(chan cdc.Item, 1024)
 	s.spawn(&s.readers, func() error { return reader.Run(s.readCtx, 0, items) })
 	s.spawn(&s.readers, func() error { return p.consume(s.readCtx, items, tracker, s.batcher, s.pub) })
@@ -331,6 +330,22 @@ func (s *session) stream(ctx context.Context, rc *pgconn.PgConn, start cdc.LSN) 
 	_ = saveConfirmed(fctx, p.pool, p.cfg.Slot, tracker.Confirmed())
 	p.log.Info("pipeline drained", zap.String("confirmed_lsn", tracker.Confirmed().String()), zap.Bool("complete", tracker.Drained()))
 	return nil
+}
+
+// statusInterval keeps standby status updates well inside the server's
+// wal_sender_timeout: while the consumer is slow the reader does not read
+// the server's reply requests, so only the timer keeps the session alive.
+func (p *Pipeline) statusInterval(ctx context.Context) time.Duration {
+	if p.cfg.StatusInterval > 0 {
+		return p.cfg.StatusInterval
+	}
+	const most = 2 * time.Second
+	var ms int64
+	err := p.pool.QueryRow(ctx, `SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'`).Scan(&ms)
+	if err != nil || ms <= 0 { // unreadable, or 0: the timeout is off
+		return most
+	}
+	return min(most, max(100*time.Millisecond, time.Duration(ms)*time.Millisecond/4))
 }
 
 func (p *Pipeline) terminateReader(ctx context.Context, pid int) error {
