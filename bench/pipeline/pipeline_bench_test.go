@@ -1150,7 +1150,9 @@ func sampleWaits(b *testing.B, dbURL string) func() string {
 	if os.Getenv("BENCH_PIPELINE_SAMPLE") == "" {
 		// Off by default: reading pg_stat_activity every 10 ms disturbs the
 		// walsender enough to turn a p99 of 4 ms into one of seconds.
-		return func() string { return "    (not sampled; BENCH_PIPELINE_SAMPLE=1 samples pg_stat_activity every 10 ms, which distorts the latency)\n" }
+		return func() string {
+			return "    (not sampled; BENCH_PIPELINE_SAMPLE=1 samples pg_stat_activity every 10 ms, which distorts the latency)\n"
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	conn, err := pgx.Connect(ctx, dbURL)
