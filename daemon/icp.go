@@ -99,11 +99,10 @@ func (m *mirror) connect(ctx context.Context, log *zap.Logger) (*icp.Client, err
 	if m.client != nil {
 		return m.client, nil
 	}
-	cfg := m.d.cfg
 	var c *icp.Client
 	op := func() error {
 		var err error
-		c, err = icp.New(icp.Config{URL: cfg.ICPURL, CanisterID: cfg.ICPCanisterID, IdentityFile: cfg.ICPIdentityFile, FetchRootKey: cfg.ICPFetchRootKey}, log)
+		c, err = newICPClient(ctx, m.d.cfg, log)
 		return err
 	}
 	notify := func(err error, wait time.Duration) {
@@ -116,6 +115,11 @@ func (m *mirror) connect(ctx context.Context, log *zap.Logger) (*icp.Client, err
 	m.client = c
 	m.checker.s.Store(icp.NewICPStatus(c))
 	return c, nil
+}
+
+// newICPClient connects the canister client of the configuration.
+func newICPClient(_ context.Context, c config.Config, log *zap.Logger) (*icp.Client, error) {
+	return icp.New(icp.Config{URL: c.ICPURL, CanisterID: c.ICPCanisterID, IdentityFile: c.ICPIdentityFile, FetchRootKey: c.ICPFetchRootKey}, log)
 }
 
 // Run mirrors until ctx ends.

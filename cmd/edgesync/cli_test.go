@@ -1,11 +1,17 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edgesync/edgesync/internal/icpreplica"
+	"github.com/edgesync/edgesync/internal/natstest"
 	"github.com/edgesync/edgesync/internal/pgtest"
+	natssink "github.com/edgesync/edgesync/sinks/nats"
 )
 
 func TestVersion(t *testing.T) {
@@ -104,5 +110,61 @@ func TestStatusCmd(t *testing.T) {
 	code, out, _ = runCLI(t, env, "status")
 	if code != 0 || !strings.Contains(out, "does not exist yet") || !strings.Contains(out, "migrating 1") {
 		t.Fatalf("exit %d %q", code, out)
+	}
+}
+
+// TestReconcileCmd_ChecksICPAndPublishes: from the CLI, a run compares edges
+// with the canister when the ICP mirror is configured, and publishes its
+// report on <prefix>.reconcile.completed when NATS is configured.
+func TestReconcileCmd_ChecksICPAndPublishes(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.New(t)
+	replica := icpreplica.StartTest(t, icpreplica.Config{})
+	ns := natstest.Start(t)
+	js, err := jetstream.New(ns.Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := natssink.EnsureStream(ctx, js, natssink.StreamConfig{Name: "EDGESYNC", SubjectPrefix: "edgesync"}); err != nil {
+		t.Fatal(err)
+	}
+	// An image whose edges say it is on ICP; the canister has never seen it.
+	dbExec(t, url, `INSERT INTO images (id, owner_id, url) VALUES ('00000000-0000-4000-8000-0000000000aa', gen_random_uuid(), 'https://blob/x');
+		INSERT INTO storage_edges (memory_id, memory_type, artifact, backend, present) VALUES
+		('00000000-0000-4000-8000-0000000000aa', 'image', 'metadata', 'neon-db', true),
+		('00000000-0000-4000-8000-0000000000aa', 'image', 'asset', 'vercel-blob', true),
+		('00000000-0000-4000-8000-0000000000aa', 'image', 'metadata', 'icp-canister', true)`)
+	env := map[string]string{
+		"EDGESYNC_DATABASE_URL":       url,
+		"EDGESYNC_NATS_URL":           ns.URL(),
+		"EDGESYNC_ICP_URL":            replica.URL(),
+		"EDGESYNC_ICP_CANISTER_ID":    replica.CanisterID().String(),
+		"EDGESYNC_ICP_FETCH_ROOT_KEY": "true",
+	}
+	code, out, errOut := runCLI(t, env, "reconcile", "--dry-run", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var run struct {
+		Report struct {
+			ICPDrift int `json:"icp_drift"`
+		} `json:"report"`
+	}
+	if err := json.Unmarshal([]byte(out), &run); err != nil {
+		t.Fatal(err)
+	}
+	if run.Report.ICPDrift != 1 {
+		t.Fatalf("icp_drift = %d, want 1: %s", run.Report.ICPDrift, out)
+	}
+	st, err := js.Stream(ctx, "EDGESYNC")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, "edgesync.reconcile.completed")
+	if err != nil {
+		t.Fatalf("no reconcile.completed event: %v", err)
+	}
+	if !strings.Contains(string(m.Data), `"trigger":"cli"`) {
+		t.Fatalf("completed event %s", m.Data)
 	}
 }

@@ -61,9 +61,8 @@ drops those columns (--write-migration FILE also writes it to FILE).`,
 				return err
 			}
 			defer log.Sync() //nolint:errcheck // best effort at exit
-			// The ICP check needs the ICP mirror's client, which only the
-			// daemon builds; from the CLI icp_drift is not checked (0).
-			svc := reconcile.New(daemon.ReconcileConfig(cfg), pool, log, nil)
+			svc, closeSvc := daemon.ReconcileService(a.ctx, cfg, pool, log)
+			defer closeSvc()
 			if importLegacy {
 				return a.importLegacy(svc, cfg, dryRun, asJSON, writeMigration)
 			}
