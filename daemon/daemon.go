@@ -240,8 +240,11 @@ func (d *Daemon) Addr() string { return d.listener.Addr().String() }
 
 // Run serves until ctx ends, then shuts down in order within the configured
 // timeout: stop reading WAL and drain the sinks, stop HTTP, drain NATS.
-func (d *Daemon) Run(ctx context.Context) error {
+func (d *Daemon) Run(parent context.Context) error {
 	defer d.close()
+	// A failing HTTP server stops everything too.
+	ctx, stop := context.WithCancel(parent)
+	defer stop()
 	var wg sync.WaitGroup
 	httpErr := make(chan error, 1)
 	wg.Add(1)
@@ -285,6 +288,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case err = <-httpErr:
+		err = fmt.Errorf("http server on %s: %w", d.Addr(), err)
+		stop()
 	}
 	d.ready.Store(false) // shutting down: take this instance out of the Service
 	<-leaderDone         // the pipeline drains inside lead
