@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/edgesync/edgesync/cdc"
 )
 
 // Limits on free-text edge fields: generous for URLs and error texts, small
@@ -148,7 +150,7 @@ func (b edgeBody) validate() (edgeInput, *apiError) {
 	if in.MemoryID, ae = required("memory_id", b.MemoryID); ae != nil {
 		return in, ae
 	}
-	if !canonicalUUID(in.MemoryID) {
+	if !cdc.CanonicalUUID(in.MemoryID) {
 		return in, uuidError("memory_id", in.MemoryID)
 	}
 	if in.MemoryType, ae = required("memory_type", b.MemoryType); ae != nil {

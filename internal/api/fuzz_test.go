@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/edgesync/edgesync/cdc"
 )
 
 func FuzzDecodeEdge(f *testing.F) {
@@ -31,7 +33,7 @@ func FuzzDecodeEdge(f *testing.F) {
 			return
 		}
 		// Whatever decodes is storable as it is.
-		if !canonicalUUID(in.MemoryID) || !oneOf(in.MemoryType, memoryTypes) || !oneOf(in.Artifact, artifacts) ||
+		if !cdc.CanonicalUUID(in.MemoryID) || !oneOf(in.MemoryType, memoryTypes) || !oneOf(in.Artifact, artifacts) ||
 			!oneOf(in.Backend, backends) || !oneOf(in.SyncState, syncStates) {
 			t.Fatalf("accepted invalid edge %+v from %q", in, body)
 		}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/edgesync/edgesync/cdc"
 )
 
 // GalleryCounts is a gallery's row of gallery_presence, with where it came
@@ -112,7 +114,7 @@ var (
 
 func (s *Server) galleryPresence(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !canonicalUUID(id) {
+	if !cdc.CanonicalUUID(id) {
 		writeError(w, uuidError("gallery id", id))
 		return
 	}
@@ -129,7 +131,7 @@ func (s *Server) galleryPresence(w http.ResponseWriter, r *http.Request) {
 			writeError(w, ae)
 			return
 		}
-		if !canonicalUUID(after.MemoryID) || !oneOf(after.MemoryType, memoryTypes) {
+		if !cdc.CanonicalUUID(after.MemoryID) || !oneOf(after.MemoryType, memoryTypes) {
 			writeError(w, badRequest("cursor is malformed: pass next_cursor from the previous page unchanged"))
 			return
 		}
@@ -272,7 +274,7 @@ func memoryPath(w http.ResponseWriter, r *http.Request) (typ, id string, ok bool
 		writeError(w, enumError("memory type", typ, memoryTypes))
 		return "", "", false
 	}
-	if !canonicalUUID(id) {
+	if !cdc.CanonicalUUID(id) {
 		writeError(w, uuidError("memory id", id))
 		return "", "", false
 	}

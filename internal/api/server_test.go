@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/edgesync/edgesync/cdc"
 )
 
 func TestServer_StatusCodes(t *testing.T) {
@@ -168,7 +170,7 @@ func TestServer_ReconcileStart(t *testing.T) {
 		t.Fatalf("status %d %v", status, body)
 	}
 	id, _ := body["run_id"].(string)
-	if !canonicalUUID(id) || hdr.Get("Location") != "/admin/reconcile/"+id {
+	if !cdc.CanonicalUUID(id) || hdr.Get("Location") != "/admin/reconcile/"+id {
 		t.Fatalf("run_id %q location %q", id, hdr.Get("Location"))
 	}
 	if !e.rec.lastDry || e.rec.lastTrig != "http" {
@@ -183,7 +185,7 @@ func TestServer_ReconcileStart(t *testing.T) {
 func TestServer_RequestID(t *testing.T) {
 	e := newEnv(t, nil)
 	_, _, hdr := e.do("GET", "/healthz", "", nil)
-	if !canonicalUUID(hdr.Get("X-Request-Id")) {
+	if !cdc.CanonicalUUID(hdr.Get("X-Request-Id")) {
 		t.Fatalf("generated request id %q", hdr.Get("X-Request-Id"))
 	}
 	req, _ := http.NewRequest("GET", e.http.URL+"/healthz", nil)

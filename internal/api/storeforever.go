@@ -8,6 +8,8 @@ import (
 	"sort"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/edgesync/edgesync/cdc"
 )
 
 // Queued is one memory whose icp-canister edges a store-forever request set
@@ -123,7 +125,7 @@ func (s *Server) storeForeverMemory(w http.ResponseWriter, r *http.Request) {
 // skipped (reconcile deals with them).
 func (s *Server) storeForeverGallery(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !canonicalUUID(id) {
+	if !cdc.CanonicalUUID(id) {
 		writeError(w, uuidError("gallery id", id))
 		return
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/edgesync/edgesync/cdc"
 )
 
 // SyncItem is one non-idle edge of GET /api/storage/sync-status.
@@ -79,7 +81,7 @@ func (s *Server) syncStatus(w http.ResponseWriter, r *http.Request) {
 			writeError(w, ae)
 			return
 		}
-		if !canonicalUUID(cur.After) {
+		if !cdc.CanonicalUUID(cur.After) {
 			writeError(w, badRequest("cursor is malformed: pass next_cursor from the previous page unchanged"))
 			return
 		}

@@ -28,30 +28,6 @@ func enumError(field, v string, set []string) *apiError {
 	return badRequest(field + " " + strconv.Quote(truncate(v, 64)) + " is not one of " + strings.Join(set, ", "))
 }
 
-// canonicalUUID reports whether s is a UUID in the canonical form edgesync
-// stores and the ICP mirror keys by: lowercase hex, hyphenated 8-4-4-4-12.
-// Other spellings of the same UUID are refused rather than normalised, so a
-// client never believes two spellings name two memories.
-func canonicalUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < 36; i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-				return false
-			}
-		}
-	}
-	return true
-}
-
 func uuidError(field, v string) *apiError {
 	return badRequest(field + " " + strconv.Quote(truncate(v, 64)) + " is not a canonical UUID (lowercase, hyphenated: 0b7f6c3e-1d2a-4c5b-9e8f-123456789abc)")
 }

@@ -4,8 +4,8 @@
 // after a short debounce, publishes `<prefix>.gallery.status` when a status
 // changed, and keeps gallery_presence_mv fresh with a debounced refresh.
 //
-// It may import pgx, zap and the Prometheus client; never daemon, config,
-// cdc, a sink or api. Publishing is a function the daemon passes in.
+// It may import pgx, zap, the Prometheus client and cdc (vocabulary); never
+// daemon, config, a sink or api. Publishing is a function the daemon passes in.
 //
 // Invariant: a status change is published before the new status and version
 // are stored (edgesync_gallery_status), and its msg id is

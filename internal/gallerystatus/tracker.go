@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/edgesync/edgesync/cdc"
 )
 
 // Config tunes the tracker.
@@ -326,7 +328,7 @@ func (t *Tracker) resolve(ctx context.Context, mems map[MemoryKey]struct{}, gals
 	}
 	set := make(map[string]struct{}, len(gals))
 	for g := range gals {
-		if validUUID(g) {
+		if cdc.CanonicalUUID(g) {
 			set[g] = struct{}{}
 		}
 	}
@@ -334,7 +336,7 @@ func (t *Tracker) resolve(ctx context.Context, mems map[MemoryKey]struct{}, gals
 		ids := make([]string, 0, len(mems))
 		types := make([]string, 0, len(mems))
 		for k := range mems {
-			if validUUID(k.ID) && validType(k.Type) {
+			if cdc.CanonicalUUID(k.ID) && validType(k.Type) {
 				ids, types = append(ids, k.ID), append(types, k.Type)
 			}
 		}
@@ -507,23 +509,6 @@ func (t *Tracker) refresh(ctx context.Context) error {
 // Refresh refreshes gallery_presence_mv now (for tools and tests; Run does it
 // on its own schedule).
 func (t *Tracker) Refresh(ctx context.Context) error { return t.refresh(ctx) }
-
-func validUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < 36; i++ {
-		c := s[i]
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			if c != '-' {
-				return false
-			}
-		} else if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
 
 func validType(s string) bool {
 	switch s {
