@@ -121,9 +121,6 @@ func isCode(err error, code string) bool {
 	return errors.As(err, &pe) && pe.Code == code
 }
 
-// IsCode reports whether err is a Postgres error with SQLSTATE code.
-func IsCode(err error, code string) bool { return isCode(err, code) }
-
 // SlotInfo describes a replication slot.
 type SlotInfo struct {
 	Exists         bool

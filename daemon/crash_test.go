@@ -109,16 +109,16 @@ func (p *proc) kill() {
 	p.done <- nil // later kills return at once
 }
 
-// term sends SIGTERM and returns the exit error and how long the exit took.
-func (p *proc) term(within time.Duration) (error, time.Duration) {
+// term sends SIGTERM and returns how long the exit took and its error.
+func (p *proc) term(within time.Duration) (time.Duration, error) {
 	start := time.Now()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-p.done:
 		p.done <- err
-		return err, time.Since(start)
+		return time.Since(start), err
 	case <-time.After(within):
-		return fmt.Errorf("no exit within %s", within), time.Since(start)
+		return time.Since(start), fmt.Errorf("no exit within %s", within)
 	}
 }
 
@@ -436,7 +436,7 @@ func TestCrash_DaemonKilled(t *testing.T) {
 	p := e.start(t)
 	converge(t, pool, "edgesync")
 	checkStream(t, pool, ns.URL(), "EDGESYNC")
-	if err, took := p.term(10 * time.Second); err != nil {
+	if took, err := p.term(10 * time.Second); err != nil {
 		t.Fatalf("SIGTERM: %v after %s", err, took)
 	}
 	if w.commits.Load() < 20 {
@@ -471,7 +471,7 @@ func TestCrash_NATSAndPostgresRestart(t *testing.T) {
 	stopWrites()
 	converge(t, pool, "edgesync")
 	checkStream(t, pool, ns.URL(), "EDGESYNC")
-	if err, took := p.term(10 * time.Second); err != nil {
+	if took, err := p.term(10 * time.Second); err != nil {
 		t.Fatalf("SIGTERM: %v after %s", err, took)
 	}
 }
@@ -532,7 +532,7 @@ func TestHA_RollingRestart(t *testing.T) {
 	}
 	for i, step := range []struct{ old, next **proc }{{&a, &b}, {&b, &a}} {
 		waitCommits(w.commits.Load() + 50)
-		err, took := (*step.old).term(10 * time.Second)
+		took, err := (*step.old).term(10 * time.Second)
 		if err != nil {
 			t.Fatalf("step %d: SIGTERM: %v after %s", i, err, took)
 		}

@@ -102,7 +102,7 @@ func (m *mirror) connect(ctx context.Context, log *zap.Logger) (*icp.Client, err
 	var c *icp.Client
 	op := func() error {
 		var err error
-		c, err = newICPClient(ctx, m.d.cfg, log)
+		c, err = newICPClient(m.d.cfg, log)
 		return err
 	}
 	notify := func(err error, wait time.Duration) {
@@ -118,7 +118,7 @@ func (m *mirror) connect(ctx context.Context, log *zap.Logger) (*icp.Client, err
 }
 
 // newICPClient connects the canister client of the configuration.
-func newICPClient(_ context.Context, c config.Config, log *zap.Logger) (*icp.Client, error) {
+func newICPClient(c config.Config, log *zap.Logger) (*icp.Client, error) {
 	return icp.New(icp.Config{URL: c.ICPURL, CanisterID: c.ICPCanisterID, IdentityFile: c.ICPIdentityFile, FetchRootKey: c.ICPFetchRootKey}, log)
 }
 

@@ -65,7 +65,6 @@ func TestPipeline_EndToEnd(t *testing.T) {
 	})
 
 	// Exactly one event per change, on the right subject, with stable ids.
-	type key struct{ subject, memID string }
 	wantMem := map[string]int{
 		"edgesync.memory.image.created":    2,
 		"edgesync.memory.video.created":    1,

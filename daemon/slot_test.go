@@ -28,7 +28,7 @@ func TestSlot_LostIsRecreatedAndResnapshotted(t *testing.T) {
 	}
 	exec(`INSERT INTO images (owner_id, url) SELECT gen_random_uuid(), 'https://blob/' || g FROM generate_series(1, 50) g`)
 	converge(t, pool, "edgesync")
-	if err, _ := p.term(10 * time.Second); err != nil {
+	if _, err := p.term(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 

@@ -135,7 +135,7 @@ func (p *Pipeline) publishSnapshot(ctx context.Context, pub *natssink.Publisher,
 		var b []byte
 		b = append(b, `{"id":`...)
 		b = cdc.AppendString(b, id)
-		b = append(b, `,"op":"snapshot","memory_id":`...)
+		b = append(b, `,"op":"`+cdc.EventSnapshot+`","memory_id":`...)
 		b = cdc.AppendString(b, op.MemoryID)
 		b = append(b, `,"memory_type":`...)
 		b = cdc.AppendString(b, t.MemoryType)
@@ -154,7 +154,7 @@ func (p *Pipeline) publishSnapshot(ctx context.Context, pub *natssink.Publisher,
 		b = append(b, `,"emitted_at":"`...)
 		b = time.Now().UTC().AppendFormat(b, time.RFC3339Nano)
 		b = append(b, `"}`...)
-		if err := pub.Publish(ctx, natssink.Message(p.cfg.SubjectPrefix+".memory."+t.MemoryType+".snapshot", id, b), pend); err != nil {
+		if err := pub.Publish(ctx, natssink.Message(p.cfg.SubjectPrefix+".memory."+t.MemoryType+"."+cdc.EventSnapshot, id, b), pend); err != nil {
 			return err
 		}
 	}

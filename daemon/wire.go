@@ -50,13 +50,11 @@ func galleryConfig(c config.Config) gallerystatus.Config {
 // when an external NATS is configured. A backend that cannot be reached is
 // logged and left out rather than failing the run. close releases what it
 // opened.
-func ReconcileService(ctx context.Context, c config.Config, pool *pgxpool.Pool, log *zap.Logger) (svc *reconcile.Service, close func()) {
+func ReconcileService(c config.Config, pool *pgxpool.Pool, log *zap.Logger) (svc *reconcile.Service, close func()) {
 	rc := ReconcileConfig(c)
 	var closers []func()
 	if c.ICPURL != "" {
-		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		client, err := newICPClient(cctx, c, log)
-		cancel()
+		client, err := newICPClient(c, log)
 		if err != nil {
 			log.Warn("ICP replica unreachable: this run does not check ICP drift", zap.Error(err))
 		} else {

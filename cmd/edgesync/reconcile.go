@@ -61,7 +61,7 @@ drops those columns (--write-migration FILE also writes it to FILE).`,
 				return err
 			}
 			defer log.Sync() //nolint:errcheck // best effort at exit
-			svc, closeSvc := daemon.ReconcileService(a.ctx, cfg, pool, log)
+			svc, closeSvc := daemon.ReconcileService(cfg, pool, log)
 			defer closeSvc()
 			if importLegacy {
 				return a.importLegacy(svc, cfg, dryRun, asJSON, writeMigration)
