@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/edgesync/edgesync/cdc"
@@ -33,6 +34,9 @@ type relInfo struct {
 	size  int
 	// storage_edges columns
 	memType, backend, artifact, syncState int
+	// events counts the relation's changes by op, resolved once so the hot
+	// path does no label lookup.
+	events [cdc.OpTruncate + 1]prometheus.Counter
 }
 
 func (p *Pipeline) resolve(rel *cdc.Relation) *relInfo {
@@ -109,6 +113,9 @@ func (c *consumer) info(rel *cdc.Relation) *relInfo {
 	ri, ok := c.rels[rel]
 	if !ok {
 		ri = c.p.resolve(rel)
+		for op := cdc.OpInsert; op <= cdc.OpTruncate; op++ {
+			ri.events[op] = c.p.metrics.Events.WithLabelValues(rel.Name, op.String())
+		}
 		c.rels[rel] = ri
 	}
 	return ri
@@ -119,7 +126,7 @@ func (c *consumer) change(ctx context.Context, txn *cdc.Txn, ch *cdc.Change) err
 		return c.truncate(ctx, txn, ch)
 	}
 	ri := c.info(ch.Rel)
-	c.p.metrics.Events.WithLabelValues(ch.Rel.Name, ch.Op.String()).Inc()
+	ri.events[ch.Op].Inc()
 	ch.MergeUnchanged()
 	switch ri.kind {
 	case relMemory:
@@ -178,12 +185,13 @@ func (c *consumer) memory(ctx context.Context, txn *cdc.Txn, ch *cdc.Change, ri 
 	if err := c.batcher.Add(ctx, op, c.pend); err != nil {
 		return err
 	}
+	msgID := c.msgID(txn, ch.Index, "")
 	c.event(cdc.EventHeader{
-		ID: c.msgID(txn, ch.Index, ""), Op: cdc.EventOp(ch.Op), MemoryID: id, MemoryType: typ,
+		ID: msgID, Op: cdc.EventOp(ch.Op), MemoryID: id, MemoryType: typ,
 		Table: ch.Rel.Qualified(), LSN: ch.LSN, Txn: txn,
 	}, ch)
 	subject := c.p.cfg.SubjectPrefix + ".memory." + typ + "." + cdc.EventOp(ch.Op)
-	return c.publish(ctx, subject, string(c.id), c.buf)
+	return c.publish(ctx, subject, msgID, c.buf)
 }
 
 // oversizedValue is the largest column value kept in an event whose row does
@@ -264,7 +272,7 @@ func (c *consumer) truncate(ctx context.Context, txn *cdc.Txn, ch *cdc.Change) e
 	n := 0
 	for _, rel := range ch.Truncated {
 		ri := c.info(rel)
-		c.p.metrics.Events.WithLabelValues(rel.Name, "truncate").Inc()
+		ri.events[cdc.OpTruncate].Inc()
 		switch ri.kind {
 		case relMemory:
 			typ := ri.table.MemoryType
@@ -276,11 +284,12 @@ func (c *consumer) truncate(ctx context.Context, txn *cdc.Txn, ch *cdc.Change) e
 				suffix = "." + strconv.Itoa(n)
 			}
 			n++
+			msgID := c.msgID(txn, ch.Index, suffix)
 			c.buf = cdc.AppendEvent(c.buf[:0], cdc.EventHeader{
-				ID: c.msgID(txn, ch.Index, suffix), Op: cdc.EventTruncated, MemoryType: typ,
+				ID: msgID, Op: cdc.EventTruncated, MemoryType: typ,
 				Table: rel.Qualified(), LSN: ch.LSN, Txn: txn,
 			}, nil, nil, nil, time.Now())
-			if err := c.publish(ctx, c.p.cfg.SubjectPrefix+".memory."+typ+"."+cdc.EventTruncated, string(c.id), c.buf); err != nil {
+			if err := c.publish(ctx, c.p.cfg.SubjectPrefix+".memory."+typ+"."+cdc.EventTruncated, msgID, c.buf); err != nil {
 				return err
 			}
 		case relGalleryItems:
