@@ -13,19 +13,12 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/edgesync/edgesync/domain"
 )
 
-// MemoryTypes are the values of the memory_type_t enum, in its declared order.
-var MemoryTypes = []string{"image", "video", "note", "document", "audio"}
-
-// Table maps one app table to a memory type. URLColumn is empty for types
-// without an asset (notes); SizeColumn is optional.
-type Table struct {
-	Name       string `yaml:"table"`
-	MemoryType string `yaml:"memory_type"`
-	URLColumn  string `yaml:"url_column"`
-	SizeColumn string `yaml:"size_column"`
-}
+// Table maps one app table to a memory type (domain.Table).
+type Table = domain.Table
 
 // LegacyColumn describes one storage flag an app kept in its own columns, to be
 // imported once into storage_edges (`edgesync reconcile --import-legacy`).
@@ -84,17 +77,6 @@ type Config struct {
 	problems []error
 }
 
-// DefaultTables is the table mapping of the reference app schema.
-func DefaultTables() []Table {
-	return []Table{
-		{Name: "images", MemoryType: "image", URLColumn: "url", SizeColumn: "size_bytes"},
-		{Name: "videos", MemoryType: "video", URLColumn: "url", SizeColumn: "size_bytes"},
-		{Name: "notes", MemoryType: "note"},
-		{Name: "documents", MemoryType: "document", URLColumn: "url", SizeColumn: "size_bytes"},
-		{Name: "audio", MemoryType: "audio", URLColumn: "url", SizeColumn: "size_bytes"},
-	}
-}
-
 // Default returns the configuration with every default of CONTRACT section 2.
 func Default() Config {
 	return Config{
@@ -110,7 +92,7 @@ func Default() Config {
 		AssetMaxBytes:     1 << 30,
 		LogLevel:          "info",
 		LogFormat:         "json",
-		Tables:            DefaultTables(),
+		Tables:            domain.DefaultTables(),
 		ICPEdgesOnDelete:  "keep",
 		HeartbeatInterval: 30 * time.Second,
 		ShutdownTimeout:   10 * time.Second,
@@ -447,15 +429,13 @@ func formatLegacy(ls []LegacyColumn) string {
 }
 
 var (
-	identRe   = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
-	qualRe    = regexp.MustCompile(`^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$`)
 	streamRe  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	subjectRe = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 )
 
 // ValidIdent reports whether s is a plain lower-case SQL identifier that can be
 // used unquoted (slot, publication, column names).
-func ValidIdent(s string) bool { return identRe.MatchString(s) }
+func ValidIdent(s string) bool { return domain.ValidIdent(s) }
 
 // Validate returns every problem, each naming the setting and the fix.
 func (c Config) Validate() error {
@@ -547,7 +527,7 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, validateTables(c.Tables)...)
 	for _, l := range c.LegacyColumns {
-		if !qualRe.MatchString(l.Table) || !ValidIdent(l.Column) {
+		if !domain.ValidQualified(l.Table) || !ValidIdent(l.Column) {
 			bad("legacy_columns", "%s.%s is not a valid table.column", l.Table, l.Column)
 		}
 	}
@@ -556,48 +536,10 @@ func (c Config) Validate() error {
 
 func validateTables(ts []Table) []error {
 	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", Env("tables"), fmt.Sprintf(format, args...)))
-	}
-	if len(ts) == 0 {
-		bad("at least one memory table is needed (e.g. images=image:url:size_bytes,notes=note)")
-	}
-	seenTable := map[string]bool{}
-	seenType := map[string]bool{}
-	for _, t := range ts {
-		if !qualRe.MatchString(t.Name) {
-			bad("%q is not a valid table name (lower-case, optionally schema.table)", t.Name)
-		}
-		if !isMemoryType(t.MemoryType) {
-			bad("table %s: %q is not a memory type (%s)", t.Name, t.MemoryType, strings.Join(MemoryTypes, ", "))
-		}
-		if t.URLColumn != "" && !ValidIdent(t.URLColumn) {
-			bad("table %s: %q is not a valid column name", t.Name, t.URLColumn)
-		}
-		if t.SizeColumn != "" && !ValidIdent(t.SizeColumn) {
-			bad("table %s: %q is not a valid column name", t.Name, t.SizeColumn)
-		}
-		if t.SizeColumn != "" && t.URLColumn == "" {
-			bad("table %s: size_column needs a url_column", t.Name)
-		}
-		if seenTable[t.Name] {
-			bad("table %s is listed twice", t.Name)
-		}
-		if seenType[t.MemoryType] {
-			bad("memory type %s is mapped to two tables; each type needs exactly one", t.MemoryType)
-		}
-		seenTable[t.Name], seenType[t.MemoryType] = true, true
+	for _, err := range domain.ValidateTables(ts) {
+		errs = append(errs, fmt.Errorf("%s: %w", Env("tables"), err))
 	}
 	return errs
-}
-
-func isMemoryType(s string) bool {
-	for _, m := range MemoryTypes {
-		if m == s {
-			return true
-		}
-	}
-	return false
 }
 
 func checkDatabaseURL(s string) error {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"github.com/edgesync/edgesync/domain"
 	"os"
 	"path/filepath"
 	"strings"
@@ -210,7 +211,7 @@ func TestTables_RoundTrip(t *testing.T) {
 	if got := FormatTables(ts); got != in {
 		t.Fatalf("round trip %q -> %q", in, got)
 	}
-	if got := FormatTables(DefaultTables()); got == "" {
+	if got := FormatTables(domain.DefaultTables()); got == "" {
 		t.Fatal("default tables format empty")
 	}
 }

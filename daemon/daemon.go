@@ -25,6 +25,7 @@ import (
 
 	"github.com/edgesync/edgesync/cdc"
 	"github.com/edgesync/edgesync/config"
+	"github.com/edgesync/edgesync/domain"
 	"github.com/edgesync/edgesync/internal/api"
 	"github.com/edgesync/edgesync/internal/gallerystatus"
 	"github.com/edgesync/edgesync/internal/natsserver"
@@ -161,7 +162,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	d.recon = reconcile.New(rc, d.pool, log.With(zap.String("component", "reconcile")), d.reg)
 	d.overview = newOverview(d.pool, d.reg, log)
 	d.overview.checks = d.backendChecks()
-	d.api = api.New(api.Config{AdminToken: cfg.AdminToken, Tables: apiTables(cfg.Tables)}, api.Deps{
+	d.api = api.New(api.Config{AdminToken: cfg.AdminToken, Tables: cfg.Tables}, api.Deps{
 		Pool:       d.pool,
 		Logger:     log,
 		Registry:   d.reg,
@@ -180,14 +181,6 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	}
 	ok = true
 	return d, nil
-}
-
-func apiTables(ts []config.Table) []api.Table {
-	out := make([]api.Table, 0, len(ts))
-	for _, t := range ts {
-		out = append(out, api.Table(t))
-	}
-	return out
 }
 
 func (d *Daemon) backendChecks() []api.BackendCheck {
@@ -329,7 +322,7 @@ func (d *Daemon) lead(lctx context.Context) {
 		EdgeChanged: func(ev EdgeEvent) {
 			hub.PublishEdge(ev.ID, ev.Data, ev.Backend, ev.SyncState)
 			gallery.MemoriesChanged(gallerystatus.MemoryKey{ID: ev.MemoryID, Type: ev.MemoryType})
-			if d.icp != nil && ev.Backend == "icp-canister" && ev.SyncState == "migrating" {
+			if d.icp != nil && ev.Backend == domain.BackendICP && ev.SyncState == domain.SyncMigrating {
 				d.icp.Wake(ev.MemoryID, ev.MemoryType)
 			}
 		},

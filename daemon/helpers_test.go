@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgesync/edgesync/cdc"
 	"github.com/edgesync/edgesync/config"
+	"github.com/edgesync/edgesync/domain"
 	"github.com/edgesync/edgesync/internal/pgtest"
 )
 
@@ -208,7 +209,7 @@ func edgesOf(t testing.TB, pool *pgxpool.Pool) []string {
 func expectedEdges(t testing.TB, pool *pgxpool.Pool) []string {
 	t.Helper()
 	var out []string
-	for _, tb := range config.DefaultTables() {
+	for _, tb := range domain.DefaultTables() {
 		q := fmt.Sprintf("SELECT id::text, %s, %s FROM %s", orNull(tb.URLColumn, "text"), orNull(tb.SizeColumn, "bigint"), tb.Name)
 		rows, err := pool.Query(context.Background(), q)
 		if err != nil {

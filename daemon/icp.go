@@ -133,7 +133,7 @@ func (m *mirror) Run(ctx context.Context) {
 	prefix := cfg.SubjectPrefix
 	hub := m.d.api.Events()
 	mir, err := icp.NewMirror(icp.MirrorConfig{
-		Tables:        icpTables(cfg),
+		Tables:        cfg.Tables,
 		MaxAttempts:   cfg.ICPMaxAttempts,
 		AssetMaxBytes: cfg.AssetMaxBytes,
 		TempDir:       cfg.DataDir,
@@ -183,12 +183,4 @@ func (m *mirror) Run(ctx context.Context) {
 		log.Error("ICP mirror stopped", zap.Error(err))
 	}
 	wg.Wait()
-}
-
-func icpTables(c config.Config) []icp.Table {
-	out := make([]icp.Table, 0, len(c.Tables))
-	for _, t := range c.Tables {
-		out = append(out, icp.Table(t))
-	}
-	return out
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/edgesync/edgesync/domain"
 	"github.com/edgesync/edgesync/internal/api"
 )
 
@@ -113,7 +114,7 @@ func (o *overview) count(ctx context.Context) {
 		edges[k] += float64(n)
 		bytes[k] += float64(size)
 		sync[[2]string{backend, state}] += float64(n)
-		if backend == "neon-db" && artifact == "metadata" && present {
+		if backend == domain.BackendNeon && artifact == domain.ArtifactMetadata && present {
 			mems[typ] += float64(n)
 		}
 	}
@@ -128,12 +129,12 @@ func (o *overview) count(ctx context.Context) {
 		o.edges.WithLabelValues(k.a, k.b, k.c).Set(v)
 		o.bytes.WithLabelValues(k.a, k.b, k.c).Set(bytes[k])
 	}
-	for _, b := range []string{"neon-db", "vercel-blob", "icp-canister"} {
-		for _, s := range []string{"idle", "migrating", "failed"} {
+	for _, b := range domain.Backends() {
+		for _, s := range domain.SyncStates() {
 			o.sync.WithLabelValues(b, s).Set(sync[[2]string{b, s}])
 		}
 	}
-	for _, t := range []string{"image", "video", "note", "document", "audio"} {
+	for _, t := range domain.MemoryTypes() {
 		o.memories.WithLabelValues(t).Set(mems[t])
 	}
 }

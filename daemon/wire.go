@@ -19,12 +19,8 @@ import (
 // ReconcileConfig translates the global configuration for the reconcile
 // package (the CLI uses it too).
 func ReconcileConfig(c config.Config) reconcile.Config {
-	ts := make([]reconcile.Table, 0, len(c.Tables))
-	for _, t := range c.Tables {
-		ts = append(ts, reconcile.Table(t))
-	}
 	return reconcile.Config{
-		Tables:           ts,
+		Tables:           c.Tables,
 		ICPEdgesOnDelete: c.ICPEdgesOnDelete,
 		StuckAfter:       c.StuckAfter,
 		MaxAttempts:      c.ICPMaxAttempts,

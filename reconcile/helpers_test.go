@@ -11,14 +11,15 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/edgesync/edgesync/domain"
 	"github.com/edgesync/edgesync/internal/pgtest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // referenceTables is the mapping of the reference app schema.
-func referenceTables() []Table {
-	return []Table{
+func referenceTables() []domain.Table {
+	return []domain.Table{
 		{Name: "images", MemoryType: "image", URLColumn: "url", SizeColumn: "size_bytes"},
 		{Name: "videos", MemoryType: "video", URLColumn: "url", SizeColumn: "size_bytes"},
 		{Name: "notes", MemoryType: "note"},

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/edgesync/edgesync/domain"
 )
 
 // LegacyColumn is a boolean column of a memory table that, when true, says
@@ -52,7 +53,7 @@ const maxConflictSamples = 10
 
 // legacyCol resolves a LegacyColumn against the configured tables.
 func (s *Service) legacyCol(c LegacyColumn) (table, string, error) {
-	if !identRe.MatchString(c.Column) {
+	if !domain.ValidIdent(c.Column) {
 		return table{}, "", fmt.Errorf("legacy column %s.%s: %q is not a valid column name", c.Table, c.Column, c.Column)
 	}
 	for _, t := range s.tables {

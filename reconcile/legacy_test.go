@@ -52,8 +52,8 @@ func TestService_ImportLegacy(t *testing.T) {
 	if img.Flagged != 4 || img.Created != 5 || img.MemoryType != "image" || len(img.ConflictSamples) != 1 || img.ConflictSamples[0] != d {
 		t.Errorf("images = %+v", img)
 	}
-	if !strings.Contains(dry.Migration, "-- +goose Up\nALTER TABLE \"images\" DROP COLUMN \"stored_on_icp\";\nALTER TABLE \"notes\" DROP COLUMN \"on_icp\";\n") ||
-		!strings.Contains(dry.Migration, "-- +goose Down\nALTER TABLE \"images\" ADD COLUMN \"stored_on_icp\" boolean DEFAULT false;\n") {
+	if !strings.Contains(dry.Migration, "-- +goose Up\nALTER TABLE \"public\".\"images\" DROP COLUMN \"stored_on_icp\";\nALTER TABLE \"public\".\"notes\" DROP COLUMN \"on_icp\";\n") ||
+		!strings.Contains(dry.Migration, "-- +goose Down\nALTER TABLE \"public\".\"images\" ADD COLUMN \"stored_on_icp\" boolean DEFAULT false;\n") {
 		t.Errorf("migration:\n%s", dry.Migration)
 	}
 

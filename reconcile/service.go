@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/edgesync/edgesync/domain"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -30,23 +30,14 @@ const (
 
 // ICP edge policies on delete of a memory row (Config.ICPEdgesOnDelete).
 const (
-	PolicyKeep   = "keep"
-	PolicyDelete = "delete"
+	PolicyKeep   = domain.PolicyKeep
+	PolicyDelete = domain.PolicyDelete
 )
-
-// Table maps one app table (primary key column "id", uuid) to a memory type.
-// URLColumn is empty for types without an asset; SizeColumn is optional.
-type Table struct {
-	Name       string // optionally schema-qualified: "app.images"
-	MemoryType string
-	URLColumn  string
-	SizeColumn string
-}
 
 // Config is what a Service needs. The daemon and the CLI translate the global
 // configuration into it, so this package never imports config.
 type Config struct {
-	Tables []Table
+	Tables []domain.Table
 	// ICPEdgesOnDelete is "keep" (default) or "delete": whether icp-canister
 	// edges of a deleted memory are kept or removed as orphans.
 	ICPEdgesOnDelete string
@@ -91,37 +82,11 @@ type ICPObject struct {
 	Size    int64
 }
 
-var (
-	identRe      = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
-	memoryTypeRe = regexp.MustCompile(`^(image|video|note|document|audio)$`)
-)
-
 // Validate reports every problem of the configuration, naming the field.
 func (c Config) Validate() error {
 	var errs []error
-	if len(c.Tables) == 0 {
-		errs = append(errs, errors.New("tables: at least one memory table is needed"))
-	}
-	seenType := map[string]bool{}
-	for _, t := range c.Tables {
-		if _, err := tableIdent(t.Name); err != nil {
-			errs = append(errs, fmt.Errorf("tables: %w", err))
-		}
-		if !memoryTypeRe.MatchString(t.MemoryType) {
-			errs = append(errs, fmt.Errorf("tables: table %s: %q is not a memory type", t.Name, t.MemoryType))
-		}
-		if seenType[t.MemoryType] {
-			errs = append(errs, fmt.Errorf("tables: memory type %s is mapped twice", t.MemoryType))
-		}
-		seenType[t.MemoryType] = true
-		for _, col := range []string{t.URLColumn, t.SizeColumn} {
-			if col != "" && !identRe.MatchString(col) {
-				errs = append(errs, fmt.Errorf("tables: table %s: %q is not a valid column name", t.Name, col))
-			}
-		}
-		if t.SizeColumn != "" && t.URLColumn == "" {
-			errs = append(errs, fmt.Errorf("tables: table %s: a size column needs a url column", t.Name))
-		}
+	for _, err := range domain.ValidateTables(c.Tables) {
+		errs = append(errs, fmt.Errorf("tables: %w", err))
 	}
 	switch c.ICPEdgesOnDelete {
 	case "", PolicyKeep, PolicyDelete:
@@ -132,21 +97,6 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("stuck_after, max_attempts, chunk_size, icp_batch and workers must not be negative"))
 	}
 	return errors.Join(errs...)
-}
-
-// tableIdent quotes a possibly schema-qualified table name after checking it
-// is a plain identifier, so config can never inject SQL.
-func tableIdent(name string) (string, error) {
-	parts := strings.Split(name, ".")
-	if len(parts) > 2 {
-		return "", fmt.Errorf("%q is not a valid table name (table or schema.table)", name)
-	}
-	for _, p := range parts {
-		if !identRe.MatchString(p) {
-			return "", fmt.Errorf("%q is not a valid table name (lower-case letters, digits and _)", name)
-		}
-	}
-	return pgx.Identifier(parts).Sanitize(), nil
 }
 
 // lockKey is the advisory lock every reconcile run (and legacy import) holds.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgesync/edgesync/domain"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -299,7 +300,7 @@ func TestService_Get(t *testing.T) {
 func TestService_New_BadConfig(t *testing.T) {
 	e := newEnv(t)
 	s := e.service(func(c *Config) {
-		c.Tables = []Table{{Name: `images"; DROP TABLE storage_edges; --`, MemoryType: "image"}}
+		c.Tables = []domain.Table{{Name: `images"; DROP TABLE storage_edges; --`, MemoryType: "image"}}
 		c.ICPEdgesOnDelete = "sometimes"
 	})
 	_, err := s.RunNow(context.Background(), TriggerCLI, true, nil)
@@ -316,7 +317,7 @@ func TestService_RunNow_SchemaQualifiedAndCustomColumns(t *testing.T) {
 	e.exec(`CREATE SCHEMA app`)
 	e.exec(`CREATE TABLE app.photos (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), blob_url text)`)
 	s := e.service(func(c *Config) {
-		c.Tables = []Table{{Name: "app.photos", MemoryType: "image", URLColumn: "blob_url"}}
+		c.Tables = []domain.Table{{Name: "app.photos", MemoryType: "image", URLColumn: "blob_url"}}
 	})
 	e.exec(`INSERT INTO app.photos (blob_url) VALUES ('https://blob/p1'), (NULL)`)
 	run, err := s.RunNow(context.Background(), TriggerCLI, false, nil)

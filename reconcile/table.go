@@ -4,20 +4,21 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/edgesync/edgesync/domain"
 	"github.com/jackc/pgx/v5"
 )
 
 // table is a validated Table with its identifiers quoted, ready to be spliced
 // into SQL. Only identifiers are spliced; every value is a parameter.
 type table struct {
-	Table
+	domain.Table
 	ident string // quoted table name
 	url   string // the URL expression over alias m ("NULL::text" without a URL column)
 	size  string // the size expression over alias m ("NULL::bigint" without a size column)
 }
 
-func newTable(t Table) table {
-	ident, _ := tableIdent(t.Name) // validated by Config.Validate
+func newTable(t domain.Table) table {
+	ident := t.Ident() // validated by Config.Validate
 	tt := table{Table: t, ident: ident, url: "NULL::text", size: "NULL::bigint"}
 	if t.URLColumn != "" {
 		tt.url = "m." + pgx.Identifier{t.URLColumn}.Sanitize()

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgesync/edgesync/domain"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
@@ -453,7 +454,7 @@ func (s *Service) checkICP(ctx context.Context, db *pgx.Conn, rep *Report, dry b
 			next = e.memoryID
 		}
 		obj := status.Metadata
-		if e.artifact == "asset" {
+		if e.artifact == domain.ArtifactAsset {
 			obj = status.Asset
 		}
 		reason := icpDisagreement(obj, e.hash, e.size)

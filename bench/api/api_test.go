@@ -16,14 +16,15 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edgesync/edgesync/bench/internal/benchdata"
+	"github.com/edgesync/edgesync/domain"
 	"github.com/edgesync/edgesync/internal/api"
 	"github.com/edgesync/edgesync/internal/pgtest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-func tables() []api.Table {
-	return []api.Table{
+func tables() []domain.Table {
+	return []domain.Table{
 		{Name: "images", MemoryType: "image", URLColumn: "url", SizeColumn: "size_bytes"},
 		{Name: "videos", MemoryType: "video", URLColumn: "url", SizeColumn: "size_bytes"},
 		{Name: "notes", MemoryType: "note"},

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/edgesync/edgesync/domain"
 	"github.com/edgesync/edgesync/internal/pgtest"
 	"github.com/edgesync/edgesync/reconcile"
 )
@@ -98,10 +99,10 @@ func BenchmarkReconcile_Million(b *testing.B) {
 	}
 }
 
-func referenceTables() []reconcile.Table {
-	var ts []reconcile.Table
+func referenceTables() []domain.Table {
+	var ts []domain.Table
 	for _, t := range tables {
-		rt := reconcile.Table{Name: t.name, MemoryType: t.memoryType}
+		rt := domain.Table{Name: t.name, MemoryType: t.memoryType}
 		if t.media {
 			rt.URLColumn, rt.SizeColumn = "url", "size_bytes"
 		}

@@ -184,7 +184,7 @@ func TestReconcileCmd_ImportLegacy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(mig), `ALTER TABLE "images" DROP COLUMN "stored_on_icp";`) {
+	if !strings.Contains(string(mig), `ALTER TABLE "public"."images" DROP COLUMN "stored_on_icp";`) {
 		t.Errorf("migration:\n%s", mig)
 	}
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgesync/edgesync/cdc"
 	"github.com/edgesync/edgesync/config"
+	"github.com/edgesync/edgesync/domain"
 )
 
 // statusReport is what `edgesync status` prints.
@@ -90,7 +91,7 @@ func (a *app) statusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r.Sync = map[string]int{"idle": 0, "migrating": 0, "failed": 0}
+			r.Sync = map[string]int{domain.SyncIdle: 0, domain.SyncMigrating: 0, domain.SyncFailed: 0}
 			rows, err = conn.Query(a.ctx, `SELECT sync_state::text, count(*) FROM storage_edges GROUP BY 1`)
 			if err != nil {
 				return err
@@ -140,7 +141,7 @@ func printStatus(a *app, r statusReport) error {
 		}
 		fmt.Fprintf(tw, "edges\t%s %s %s: %d\n", e.Backend, e.Artifact, p, e.Count)
 	}
-	fmt.Fprintf(tw, "sync\tidle %d, migrating %d, failed %d\n", r.Sync["idle"], r.Sync["migrating"], r.Sync["failed"])
+	fmt.Fprintf(tw, "sync\tidle %d, migrating %d, failed %d\n", r.Sync[domain.SyncIdle], r.Sync[domain.SyncMigrating], r.Sync[domain.SyncFailed])
 	if r.LastReconcile != nil {
 		fmt.Fprintf(tw, "reconcile\tlast run %s (%s, %s) started %s\n", r.LastReconcile.ID, r.LastReconcile.Trigger, r.LastReconcile.State, r.LastReconcile.StartedAt.UTC().Format(time.RFC3339))
 	}

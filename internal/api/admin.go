@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edgesync/edgesync/cdc"
+	"github.com/edgesync/edgesync/domain"
 	"github.com/edgesync/edgesync/reconcile"
 )
 
@@ -48,7 +48,7 @@ func (s *Server) startReconcile(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) getReconcile(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("run_id")
-	if !cdc.CanonicalUUID(id) {
+	if !domain.CanonicalUUID(id) {
 		writeError(w, uuidError("run id", id))
 		return
 	}

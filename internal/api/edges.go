@@ -11,7 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/edgesync/edgesync/cdc"
+	"github.com/edgesync/edgesync/domain"
 )
 
 // Limits on free-text edge fields: generous for URLs and error texts, small
@@ -150,7 +150,7 @@ func (b edgeBody) validate() (edgeInput, *apiError) {
 	if in.MemoryID, ae = required("memory_id", b.MemoryID); ae != nil {
 		return in, ae
 	}
-	if !cdc.CanonicalUUID(in.MemoryID) {
+	if !domain.CanonicalUUID(in.MemoryID) {
 		return in, uuidError("memory_id", in.MemoryID)
 	}
 	if in.MemoryType, ae = required("memory_type", b.MemoryType); ae != nil {
@@ -174,7 +174,7 @@ func (b edgeBody) validate() (edgeInput, *apiError) {
 	if b.Present != nil {
 		in.Present = *b.Present
 	}
-	in.SyncState = "idle"
+	in.SyncState = domain.SyncIdle
 	if b.SyncState != nil {
 		if !oneOf(*b.SyncState, syncStates) {
 			return in, enumError("sync_state", *b.SyncState, syncStates)

@@ -6,7 +6,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/edgesync/edgesync/cdc"
+	"github.com/edgesync/edgesync/domain"
 )
 
 func FuzzDecodeEdge(f *testing.F) {
@@ -33,7 +33,7 @@ func FuzzDecodeEdge(f *testing.F) {
 			return
 		}
 		// Whatever decodes is storable as it is.
-		if !cdc.CanonicalUUID(in.MemoryID) || !oneOf(in.MemoryType, memoryTypes) || !oneOf(in.Artifact, artifacts) ||
+		if !domain.CanonicalUUID(in.MemoryID) || !oneOf(in.MemoryType, memoryTypes) || !oneOf(in.Artifact, artifacts) ||
 			!oneOf(in.Backend, backends) || !oneOf(in.SyncState, syncStates) {
 			t.Fatalf("accepted invalid edge %+v from %q", in, body)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgesync/edgesync/domain"
 	"github.com/edgesync/edgesync/internal/pgtest"
 	"github.com/edgesync/edgesync/reconcile"
 )
@@ -23,8 +24,8 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 const testToken = "s3cret-token"
 
-func defaultTables() []Table {
-	return []Table{
+func defaultTables() []domain.Table {
+	return []domain.Table{
 		{Name: "images", MemoryType: "image", URLColumn: "url", SizeColumn: "size_bytes"},
 		{Name: "videos", MemoryType: "video", URLColumn: "url", SizeColumn: "size_bytes"},
 		{Name: "notes", MemoryType: "note"},

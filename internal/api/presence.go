@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/edgesync/edgesync/cdc"
+	"github.com/edgesync/edgesync/domain"
 )
 
 // GalleryCounts is a gallery's row of gallery_presence, with where it came
@@ -114,7 +114,7 @@ var (
 
 func (s *Server) galleryPresence(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !cdc.CanonicalUUID(id) {
+	if !domain.CanonicalUUID(id) {
 		writeError(w, uuidError("gallery id", id))
 		return
 	}
@@ -131,7 +131,7 @@ func (s *Server) galleryPresence(w http.ResponseWriter, r *http.Request) {
 			writeError(w, ae)
 			return
 		}
-		if !cdc.CanonicalUUID(after.MemoryID) || !oneOf(after.MemoryType, memoryTypes) {
+		if !domain.CanonicalUUID(after.MemoryID) || !oneOf(after.MemoryType, memoryTypes) {
 			writeError(w, badRequest("cursor is malformed: pass next_cursor from the previous page unchanged"))
 			return
 		}
@@ -206,17 +206,17 @@ func presenceOf(edges []Edge) Presence {
 	anyAsset := false
 	for _, e := range edges {
 		switch {
-		case e.Artifact == "metadata" && e.Backend == "neon-db":
+		case e.Artifact == domain.ArtifactMetadata && e.Backend == domain.BackendNeon:
 			p.MetaNeon = p.MetaNeon || e.Present
-		case e.Artifact == "asset" && e.Backend == "vercel-blob":
+		case e.Artifact == domain.ArtifactAsset && e.Backend == domain.BackendBlob:
 			p.AssetBlob = p.AssetBlob || e.Present
-		case e.Artifact == "metadata" && e.Backend == "icp-canister":
+		case e.Artifact == domain.ArtifactMetadata && e.Backend == domain.BackendICP:
 			p.MetaICP = p.MetaICP || e.Present
-		case e.Artifact == "asset" && e.Backend == "icp-canister":
+		case e.Artifact == domain.ArtifactAsset && e.Backend == domain.BackendICP:
 			p.AssetICP = p.AssetICP || e.Present
 		}
 		// As the view: an asset present anywhere, or one on (or going to) ICP.
-		anyAsset = anyAsset || (e.Artifact == "asset" && (e.Present || e.Backend == "icp-canister"))
+		anyAsset = anyAsset || (e.Artifact == domain.ArtifactAsset && (e.Present || e.Backend == domain.BackendICP))
 	}
 	p.ICPComplete = p.MetaICP && (!anyAsset || p.AssetICP)
 	return p
@@ -274,7 +274,7 @@ func memoryPath(w http.ResponseWriter, r *http.Request) (typ, id string, ok bool
 		writeError(w, enumError("memory type", typ, memoryTypes))
 		return "", "", false
 	}
-	if !cdc.CanonicalUUID(id) {
+	if !domain.CanonicalUUID(id) {
 		writeError(w, uuidError("memory id", id))
 		return "", "", false
 	}

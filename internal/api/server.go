@@ -11,18 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/edgesync/edgesync/domain"
 	"github.com/edgesync/edgesync/reconcile"
 )
-
-// Table maps one app table to a memory type. The identifiers have been
-// validated by the caller; they are still quoted with pgx.Identifier.
-// URLColumn is empty for types without an asset (notes).
-type Table struct {
-	Name       string
-	MemoryType string
-	URLColumn  string
-	SizeColumn string
-}
 
 // Config is what the daemon decides for the server.
 type Config struct {
@@ -30,7 +21,7 @@ type Config struct {
 	// (403).
 	AdminToken string
 	// Tables maps memory types to app tables.
-	Tables []Table
+	Tables []domain.Table
 	// HandlerTimeout bounds every request except the SSE stream (default 10s).
 	HandlerTimeout time.Duration
 	// MaxBodyBytes bounds request bodies (default 1 MiB); larger ones get 413.
@@ -86,7 +77,7 @@ type Server struct {
 	deps    Deps
 	log     *zap.Logger
 	pool    *pgxpool.Pool
-	tables  map[string]Table
+	tables  map[string]domain.Table
 	hub     *Hub
 	metrics *metrics
 	handler http.Handler
@@ -130,7 +121,7 @@ func New(cfg Config, deps Deps) *Server {
 		deps:   deps,
 		log:    log,
 		pool:   deps.Pool,
-		tables: make(map[string]Table, len(cfg.Tables)),
+		tables: make(map[string]domain.Table, len(cfg.Tables)),
 	}
 	for _, t := range cfg.Tables {
 		s.tables[t.MemoryType] = t
@@ -167,7 +158,7 @@ func (s *Server) HTTPServer(addr string) *http.Server {
 	return srv
 }
 
-func (s *Server) table(memoryType string) (Table, bool) {
+func (s *Server) table(memoryType string) (domain.Table, bool) {
 	t, ok := s.tables[memoryType]
 	return t, ok
 }

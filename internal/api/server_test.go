@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/edgesync/edgesync/cdc"
+	"github.com/edgesync/edgesync/domain"
 )
 
 func TestServer_StatusCodes(t *testing.T) {
@@ -170,7 +170,7 @@ func TestServer_ReconcileStart(t *testing.T) {
 		t.Fatalf("status %d %v", status, body)
 	}
 	id, _ := body["run_id"].(string)
-	if !cdc.CanonicalUUID(id) || hdr.Get("Location") != "/admin/reconcile/"+id {
+	if !domain.CanonicalUUID(id) || hdr.Get("Location") != "/admin/reconcile/"+id {
 		t.Fatalf("run_id %q location %q", id, hdr.Get("Location"))
 	}
 	if !e.rec.lastDry || e.rec.lastTrig != "http" {
@@ -185,7 +185,7 @@ func TestServer_ReconcileStart(t *testing.T) {
 func TestServer_RequestID(t *testing.T) {
 	e := newEnv(t, nil)
 	_, _, hdr := e.do("GET", "/healthz", "", nil)
-	if !cdc.CanonicalUUID(hdr.Get("X-Request-Id")) {
+	if !domain.CanonicalUUID(hdr.Get("X-Request-Id")) {
 		t.Fatalf("generated request id %q", hdr.Get("X-Request-Id"))
 	}
 	req, _ := http.NewRequest("GET", e.http.URL+"/healthz", nil)

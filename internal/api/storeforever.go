@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/edgesync/edgesync/cdc"
+	"github.com/edgesync/edgesync/domain"
 )
 
 // Queued is one memory whose icp-canister edges a store-forever request set
@@ -55,7 +55,7 @@ SELECT (SELECT count(*) FROM m), NULL, NULL`
 
 // storeForever runs storeForeverSQL for one table inside tx and returns what
 // it queued and how many memories matched.
-func (s *Server) storeForever(ctx context.Context, tx pgx.Tx, t Table, selector string, args ...any) (map[string][]string, int, error) {
+func (s *Server) storeForever(ctx context.Context, tx pgx.Tx, t domain.Table, selector string, args ...any) (map[string][]string, int, error) {
 	hasAsset := "false"
 	if t.URLColumn != "" {
 		hasAsset = "t." + quoteCol(t.URLColumn) + " IS NOT NULL"
@@ -125,7 +125,7 @@ func (s *Server) storeForeverMemory(w http.ResponseWriter, r *http.Request) {
 // skipped (reconcile deals with them).
 func (s *Server) storeForeverGallery(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !cdc.CanonicalUUID(id) {
+	if !domain.CanonicalUUID(id) {
 		writeError(w, uuidError("gallery id", id))
 		return
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/edgesync/edgesync/cdc"
+	"github.com/edgesync/edgesync/domain"
 )
 
 // SyncItem is one non-idle edge of GET /api/storage/sync-status.
@@ -49,7 +49,7 @@ func (s *Server) syncStatus(w http.ResponseWriter, r *http.Request) {
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
-	nonIdle := []string{"migrating", "failed"}
+	nonIdle := []string{domain.SyncMigrating, domain.SyncFailed}
 	if v := q.Get("backend"); v != "" {
 		if !oneOf(v, backends) {
 			writeError(w, enumError("backend", v, backends))
@@ -81,7 +81,7 @@ func (s *Server) syncStatus(w http.ResponseWriter, r *http.Request) {
 			writeError(w, ae)
 			return
 		}
-		if !cdc.CanonicalUUID(cur.After) {
+		if !domain.CanonicalUUID(cur.After) {
 			writeError(w, badRequest("cursor is malformed: pass next_cursor from the previous page unchanged"))
 			return
 		}
@@ -114,7 +114,7 @@ func (s *Server) syncStatus(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, fmt.Errorf("sync status: %w", err))
 		return
 	}
-	counts := map[string]int64{"migrating": 0, "failed": 0}
+	counts := map[string]int64{domain.SyncMigrating: 0, domain.SyncFailed: 0}
 	rows, err = br.Query()
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("sync counts: %w", err))

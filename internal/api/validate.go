@@ -3,16 +3,17 @@ package api
 import (
 	"encoding/base64"
 	"encoding/json"
+	"github.com/edgesync/edgesync/domain"
 	"strconv"
 	"strings"
 )
 
 // The enums of CONTRACT section 3.1.
 var (
-	memoryTypes = []string{"image", "video", "note", "document", "audio"}
-	artifacts   = []string{"metadata", "asset"}
-	backends    = []string{"neon-db", "vercel-blob", "icp-canister"}
-	syncStates  = []string{"idle", "migrating", "failed"}
+	memoryTypes = domain.MemoryTypes()
+	artifacts   = domain.Artifacts()
+	backends    = domain.Backends()
+	syncStates  = domain.SyncStates()
 )
 
 func oneOf(v string, set []string) bool {

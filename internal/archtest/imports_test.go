@@ -11,17 +11,18 @@ const module = "github.com/edgesync/edgesync"
 // rules: for a package prefix, the project packages it must not import.
 // Prefixes are relative to the module; the longest matching prefix wins.
 var rules = map[string][]string{
-	"cdc":         {""},              // imports no project package
-	"config":      {""},              // a leaf
-	"migrations":  {""},              // a leaf
-	"sinks/edges": {"", "!cdc"},      // only cdc (types)
-	"sinks/nats":  {"", "!cdc"},      // only cdc (types)
-	"sinks/icp":   {"", "!cdc"},      // only cdc (types)
-	"reconcile":   {"", "!cdc"},      // only cdc (types)
-	"daemon":      {"cmd"},           // everything below it, never cmd
-	"internal":    {"cmd", "daemon"}, // helpers never reach up
-	"bench":       {"cmd"},           // benchmarks drive packages, not main
-	"deploy":      {"cmd", "daemon"}, // manifests only
+	"domain":      {""},                    // the vocabulary: a leaf
+	"cdc":         {"", "!domain"},         // only the vocabulary
+	"config":      {"", "!domain"},         // only the vocabulary
+	"migrations":  {""},                    // a leaf
+	"sinks/edges": {"", "!cdc", "!domain"}, // only cdc (types) and the vocabulary
+	"sinks/nats":  {"", "!cdc", "!domain"}, // only cdc (types) and the vocabulary
+	"sinks/icp":   {"", "!cdc", "!domain"}, // only cdc (types) and the vocabulary
+	"reconcile":   {"", "!cdc", "!domain"}, // only cdc (types) and the vocabulary
+	"daemon":      {"cmd"},                 // everything below it, never cmd
+	"internal":    {"cmd", "daemon"},       // helpers never reach up
+	"bench":       {"cmd"},                 // benchmarks drive packages, not main
+	"deploy":      {"cmd", "daemon"},       // manifests only
 }
 
 // forbidden reports whether pkg (module-relative) may not import dep.
@@ -82,6 +83,9 @@ func TestForbidden(t *testing.T) {
 		want     bool
 	}{
 		{"cdc", "config", true},
+		{"cdc", "domain", false},
+		{"domain", "cdc", true},
+		{"config", "domain", false},
 		{"sinks/edges", "cdc", false},
 		{"sinks/edges", "sinks/nats", true},
 		{"reconcile", "daemon", true},

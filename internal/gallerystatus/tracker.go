@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/edgesync/edgesync/cdc"
+	"github.com/edgesync/edgesync/domain"
 )
 
 // Config tunes the tracker.
@@ -328,7 +328,7 @@ func (t *Tracker) resolve(ctx context.Context, mems map[MemoryKey]struct{}, gals
 	}
 	set := make(map[string]struct{}, len(gals))
 	for g := range gals {
-		if cdc.CanonicalUUID(g) {
+		if domain.CanonicalUUID(g) {
 			set[g] = struct{}{}
 		}
 	}
@@ -336,7 +336,7 @@ func (t *Tracker) resolve(ctx context.Context, mems map[MemoryKey]struct{}, gals
 		ids := make([]string, 0, len(mems))
 		types := make([]string, 0, len(mems))
 		for k := range mems {
-			if cdc.CanonicalUUID(k.ID) && validType(k.Type) {
+			if domain.CanonicalUUID(k.ID) && validType(k.Type) {
 				ids, types = append(ids, k.ID), append(types, k.Type)
 			}
 		}
@@ -512,7 +512,7 @@ func (t *Tracker) Refresh(ctx context.Context) error { return t.refresh(ctx) }
 
 func validType(s string) bool {
 	switch s {
-	case "image", "video", "note", "document", "audio":
+	case domain.MemoryImage, domain.MemoryVideo, domain.MemoryNote, domain.MemoryDocument, domain.MemoryAudio:
 		return true
 	}
 	return false

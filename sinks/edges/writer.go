@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/edgesync/edgesync/cdc"
+	"github.com/edgesync/edgesync/domain"
 )
 
 // Op is the desired state of one memory's web2 edges after a change.
@@ -61,9 +62,9 @@ func NewWriter(pool *pgxpool.Pool, cfg Config) *Writer {
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = 5 * time.Millisecond
 	}
-	b := []string{"neon-db", "vercel-blob"}
+	b := []string{domain.BackendNeon, domain.BackendBlob}
 	if cfg.DeleteICPEdges {
-		b = append(b, "icp-canister")
+		b = append(b, domain.BackendICP)
 	}
 	return &Writer{pool: pool, backends: b, cfg: cfg}
 }

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"sync/atomic"
 	"time"
 
+	"github.com/edgesync/edgesync/domain"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,18 +45,9 @@ const (
 	failureRecordingTimeout = 10 * time.Second
 )
 
-// Table maps one app table to a memory type, as config.Table does; the daemon translates.
-// URLColumn is empty for types without an asset; SizeColumn is optional.
-type Table struct {
-	Name       string
-	MemoryType string
-	URLColumn  string
-	SizeColumn string
-}
-
 // MirrorConfig configures a Mirror. Zero values take the defaults above.
 type MirrorConfig struct {
-	Tables []Table
+	Tables []domain.Table
 	// MaxAttempts bounds the attempts of one job before its edges become failed.
 	MaxAttempts int
 	// AssetMaxBytes refuses larger assets (before the download when the size is known).
@@ -99,7 +90,7 @@ type Mirror struct {
 	pool     *pgxpool.Pool
 	client   *Client
 	log      *zap.Logger
-	tables   map[string]Table
+	tables   map[string]domain.Table
 	fetcher  *fetcher
 	river    *river.Client[pgx.Tx]
 	metrics  *mirrorMetrics
@@ -107,7 +98,6 @@ type Mirror struct {
 	started  atomic.Bool
 }
 
-var identRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]{0,62}$`)
 
 // NewMirror builds a Mirror; it does not touch the database: Run does.
 func NewMirror(cfg MirrorConfig, pool *pgxpool.Pool, client *Client, logger *zap.Logger, reg prometheus.Registerer) (*Mirror, error) {
@@ -188,19 +178,14 @@ func (c MirrorConfig) withDefaults() MirrorConfig {
 	return c
 }
 
-func mapTables(ts []Table) (map[string]Table, error) {
+func mapTables(ts []domain.Table) (map[string]domain.Table, error) {
 	if len(ts) == 0 {
 		return nil, errors.New("icp mirror: no memory tables configured")
 	}
-	out := make(map[string]Table, len(ts))
+	out := make(map[string]domain.Table, len(ts))
 	for _, t := range ts {
-		for _, id := range []string{t.Name, t.URLColumn, t.SizeColumn} {
-			if id != "" && !identRe.MatchString(id) {
-				return nil, fmt.Errorf("icp mirror: table mapping %s: %q is not a plain SQL identifier", t.Name, id)
-			}
-		}
-		if t.Name == "" || t.MemoryType == "" {
-			return nil, fmt.Errorf("icp mirror: table mapping %+v needs a table name and a memory type", t)
+		if err := t.Validate(); err != nil {
+			return nil, fmt.Errorf("icp mirror: table mapping: %w", err)
 		}
 		if _, dup := out[t.MemoryType]; dup {
 			return nil, fmt.Errorf("icp mirror: memory type %s is mapped twice", t.MemoryType)

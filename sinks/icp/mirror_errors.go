@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgesync/edgesync/domain"
 	"net/http"
 )
 
@@ -37,8 +38,8 @@ func explain(err error, cfg MirrorConfig) problem {
 		step   *stepError
 	)
 	what, thing := "the file", "file"
-	if errors.As(err, &step) && step.step == "metadata" {
-		what, thing = "the metadata", "metadata"
+	if errors.As(err, &step) && step.step == domain.ArtifactMetadata {
+		what, thing = "the metadata", domain.ArtifactMetadata
 	}
 	switch {
 	case errors.Is(err, errMemoryGone):

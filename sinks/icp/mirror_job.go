@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgesync/edgesync/domain"
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
@@ -187,21 +188,21 @@ func (m *Mirror) sync(ctx context.Context, job *river.Job[mirrorArgs], log *zap.
 }
 
 // store does one pass: the artifacts in want.
-func (m *Mirror) store(ctx context.Context, t Table, a mirrorArgs, want map[string]bool, log *zap.Logger) error {
+func (m *Mirror) store(ctx context.Context, t domain.Table, a mirrorArgs, want map[string]bool, log *zap.Logger) error {
 	row, err := m.readRow(ctx, t, a.MemoryID)
 	if err != nil {
 		return err
 	}
-	if want["metadata"] {
+	if want[domain.ArtifactMetadata] {
 		hash, err := m.client.PutMetadata(ctx, a.MemoryID, row.json)
 		if err != nil {
-			return &stepError{step: "metadata", err: err}
+			return &stepError{step: domain.ArtifactMetadata, err: err}
 		}
-		if err := m.markStored(ctx, a, "metadata", hash, int64(len(row.json)), !want["asset"]); err != nil {
+		if err := m.markStored(ctx, a, domain.ArtifactMetadata, hash, int64(len(row.json)), !want[domain.ArtifactAsset]); err != nil {
 			return err
 		}
 	}
-	if want["asset"] {
+	if want[domain.ArtifactAsset] {
 		if err := m.syncAsset(ctx, a, row, log); err != nil {
 			return err
 		}
@@ -264,9 +265,9 @@ func (m *Mirror) syncAsset(ctx context.Context, a mirrorArgs, row memoryRow, log
 	defer stopBeat()
 	_, err = m.client.UploadAsset(ctx, a.MemoryID, b, b.size, b.hash, m.progress(a))
 	if err != nil {
-		return &stepError{step: "asset", err: err}
+		return &stepError{step: domain.ArtifactAsset, err: err}
 	}
-	return m.markStored(ctx, a, "asset", b.hash, b.size, true)
+	return m.markStored(ctx, a, domain.ArtifactAsset, b.hash, b.size, true)
 }
 
 // progress returns the upload's progress callback: it counts the bytes actually sent and passes
@@ -339,7 +340,7 @@ func (m *Mirror) migratingArtifacts(ctx context.Context, q querier, a mirrorArgs
 // readRow reads the memory row as JSON. The session time zone is pinned to UTC (and float output
 // to the shortest exact form) so the document, and thus its hash, is the same from every daemon:
 // the canister is write-once, and a different rendering of the same row would read as a conflict.
-func (m *Mirror) readRow(ctx context.Context, t Table, id string) (memoryRow, error) {
+func (m *Mirror) readRow(ctx context.Context, t domain.Table, id string) (memoryRow, error) {
 	url, size := "NULL::text", "NULL::bigint"
 	if t.URLColumn != "" {
 		url = "t." + pgx.Identifier{t.URLColumn}.Sanitize() + "::text"
@@ -348,7 +349,7 @@ func (m *Mirror) readRow(ctx context.Context, t Table, id string) (memoryRow, er
 		size = "t." + pgx.Identifier{t.SizeColumn}.Sanitize() + "::bigint"
 	}
 	q := fmt.Sprintf(`SELECT row_to_json(t)::text, %s, %s FROM %s t WHERE t.id = $1`,
-		url, size, pgx.Identifier{t.Name}.Sanitize())
+		url, size, t.Ident())
 	var row memoryRow
 	var doc string
 	// One round trip: a batch is one implicit transaction, so the local settings hold for the query.

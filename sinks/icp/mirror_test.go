@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/edgesync/edgesync/domain"
 	"github.com/edgesync/edgesync/internal/icpreplica"
 	"github.com/edgesync/edgesync/internal/pgtest"
 	"github.com/edgesync/edgesync/sinks/icp"
@@ -28,7 +29,7 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // mirrorTables is the reference app schema's mapping.
-var mirrorTables = []icp.Table{
+var mirrorTables = []domain.Table{
 	{Name: "images", MemoryType: "image", URLColumn: "url", SizeColumn: "size_bytes"},
 	{Name: "videos", MemoryType: "video", URLColumn: "url", SizeColumn: "size_bytes"},
 	{Name: "notes", MemoryType: "note"},

@@ -1,10 +1,10 @@
 package icp
 
-import "github.com/edgesync/edgesync/cdc"
+import "github.com/edgesync/edgesync/domain"
 
-// ValidUUID reports whether s is a canonical UUID (cdc.CanonicalUUID). The canister keys memories by
+// ValidUUID reports whether s is a canonical UUID (domain.CanonicalUUID). The canister keys memories by
 // exactly the text Postgres prints, so accepting other spellings would let one memory be stored twice.
-func ValidUUID(s string) bool { return cdc.CanonicalUUID(s) }
+func ValidUUID(s string) bool { return domain.CanonicalUUID(s) }
 
 // ValidHash reports whether s is a lowercase hex SHA-256 digest (64 characters), the only hash
 // spelling the canister stores, so that equal content always compares equal as text.

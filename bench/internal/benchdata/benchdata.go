@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/edgesync/edgesync/domain"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -38,7 +39,7 @@ type Dataset struct {
 }
 
 // Types are the memory types in the order MemoryAt cycles through them.
-var Types = []string{"image", "video", "note", "document", "audio"}
+var Types = domain.MemoryTypes()
 
 var tables = []string{"images", "videos", "notes", "documents", "audio"}
 
