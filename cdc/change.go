@@ -58,6 +58,16 @@ func newRelation(m *pglogrepl.RelationMessage) *Relation {
 	return r
 }
 
+// NewRelation describes a table the way a Relation message would (for
+// routers and tests that build changes without a server).
+func NewRelation(id uint32, schema, name string, cols ...Column) *Relation {
+	r := &Relation{ID: id, Schema: schema, Name: name, ReplicaIdentity: 'd', Columns: cols, index: map[string]int{}}
+	for i, c := range cols {
+		r.index[c.Name] = i
+	}
+	return r
+}
+
 // Qualified is schema.name.
 func (r *Relation) Qualified() string { return r.Schema + "." + r.Name }
 

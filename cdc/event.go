@@ -79,6 +79,10 @@ type EventHeader struct {
 	// MaxValue, when > 0, leaves out column values longer than this many
 	// bytes (named in oversized_columns) so the message fits NATS' limit.
 	MaxValue int
+	// AfterJSON is the after image as ready JSON, for events without a
+	// decoded row (the initial snapshot reads rows as JSON); used only when
+	// AppendEvent gets no relation.
+	AfterJSON []byte
 }
 
 // AppendEvent appends the JSON envelope of a change.
@@ -128,6 +132,8 @@ func AppendEvent(b []byte, h EventHeader, rel *Relation, before, after Row, now 
 	b = append(b, `,"after":`...)
 	if rel != nil {
 		b, oversized = AppendRowJSONLimit(b, rel, after, h.MaxValue, oversized)
+	} else if len(h.AfterJSON) > 0 {
+		b = append(b, h.AfterJSON...)
 	} else {
 		b = append(b, "null"...)
 	}
@@ -156,4 +162,24 @@ func AppendEvent(b []byte, h EventHeader, rel *Relation, before, after Row, now 
 	b = append(b, `,"emitted_at":"`...)
 	b = now.UTC().AppendFormat(b, time.RFC3339Nano)
 	return append(b, `"}`...)
+}
+
+// SlotLostEvent is the body of `<prefix>.sync.slot_lost`: the slot was found
+// lost or invalidated and re-created; changes made while it was gone are
+// recovered by a new snapshot and a reconcile run.
+type SlotLostEvent struct {
+	Event            string    `json:"event"` // "slot_lost"
+	Slot             string    `json:"slot"`
+	LastConfirmedLSN string    `json:"last_confirmed_lsn"`
+	DetectedAt       time.Time `json:"detected_at"`
+}
+
+// ProgressEvent is the body of `<prefix>.sync.progress` (and the SSE
+// `progress` event): the bytes of one ICP upload the canister holds.
+type ProgressEvent struct {
+	MemoryID   string    `json:"memory_id"`
+	MemoryType string    `json:"memory_type"`
+	BytesDone  int64     `json:"bytes_done"`
+	BytesTotal int64     `json:"bytes_total"`
+	At         time.Time `json:"at"`
 }

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/edgesync/edgesync/cdc"
 	"github.com/edgesync/edgesync/config"
@@ -29,6 +29,7 @@ import (
 	"github.com/edgesync/edgesync/internal/api"
 	"github.com/edgesync/edgesync/internal/gallerystatus"
 	"github.com/edgesync/edgesync/internal/natsserver"
+	"github.com/edgesync/edgesync/pipeline"
 	"github.com/edgesync/edgesync/reconcile"
 	natssink "github.com/edgesync/edgesync/sinks/nats"
 )
@@ -65,7 +66,8 @@ type Daemon struct {
 	nc       *natsgo.Conn
 	embedded *natsserver.Server
 	reg      *prometheus.Registry
-	metrics  *Metrics
+	metrics  *pipeline.Metrics
+	leaderG  prometheus.Gauge
 	api      *api.Server
 	http     *http.Server
 	listener net.Listener
@@ -146,11 +148,12 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", config.RedactURL(natsURL), err)
 	}
-	d.js, err = jetstream.New(d.nc)
+	d.js, err = natssink.NewJetStream(d.nc, natssink.Config{})
 	if err != nil {
 		return nil, err
 	}
-	d.metrics = NewMetrics(d.reg)
+	d.metrics = pipeline.NewMetrics(d.reg)
+	d.leaderG = newLeaderGauge(d.reg)
 	rc := ReconcileConfig(cfg)
 	if cfg.ICPURL != "" {
 		d.icp = newMirror(d)
@@ -231,68 +234,65 @@ func (d *Daemon) NATSURL() string { return d.nc.ConnectedUrl() }
 // Addr is the HTTP listener's address.
 func (d *Daemon) Addr() string { return d.listener.Addr().String() }
 
-// Run serves until ctx ends, then shuts down in order within the configured
-// timeout: stop reading WAL and drain the sinks, stop HTTP, drain NATS.
+// Run serves until ctx ends or a fatal error, then shuts down in order
+// within EDGESYNC_SHUTDOWN_TIMEOUT: stop reading WAL and drain the sinks
+// (inside the leader's work), stop reconcile, stop HTTP, drain NATS.
 func (d *Daemon) Run(parent context.Context) error {
 	defer d.close()
-	// A failing HTTP server stops everything too.
-	ctx, stop := context.WithCancel(parent)
-	defer stop()
-	var wg sync.WaitGroup
-	httpErr := make(chan error, 1)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := d.http.Serve(d.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			httpErr <- err
+	g, ctx := errgroup.WithContext(parent)
+	// The shutdown budget starts when ctx ends; every step takes its
+	// deadline from it.
+	var budgetEnd atomic.Pointer[time.Time]
+	deadline := func() (context.Context, context.CancelFunc) {
+		end := budgetEnd.Load()
+		if end == nil {
+			t := time.Now().Add(d.cfg.ShutdownTimeout)
+			budgetEnd.CompareAndSwap(nil, &t)
+			end = budgetEnd.Load()
 		}
-	}()
+		return context.WithDeadline(context.Background(), *end)
+	}
+
+	g.Go(func() error {
+		if err := d.http.Serve(d.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server on %s: %w", d.Addr(), err)
+		}
+		return nil
+	})
 	d.ready.Store(true)
 	d.log.Info("edgesync running", zap.String("http", d.Addr()), zap.String("slot", d.cfg.Slot))
 
 	leader := NewLeader(d.cfg.DatabaseURL, d.cfg.Slot, time.Second, d.log.With(zap.String("component", "leader")), func(is bool) {
 		d.leader.Store(is)
 		if is {
-			d.metrics.Leader.Set(1)
+			d.leaderG.Set(1)
 		} else {
-			d.metrics.Leader.Set(0)
+			d.leaderG.Set(0)
 		}
 	})
-	wg.Add(1)
-	leaderDone := make(chan struct{})
-	go func() {
-		defer wg.Done()
-		defer close(leaderDone)
-		_ = leader.Run(ctx, d.lead)
-	}()
-
+	g.Go(func() error { return leader.Run(ctx, d.lead) })
 	// Every instance answers reconcile requests (a queue group: one run
 	// per request) and keeps the storage overview metrics.
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		if err := d.recon.ServeNATS(ctx, d.nc, ""); err != nil {
-			d.log.Error("reconcile NATS trigger", zap.Error(err))
-		}
-	}()
-	go func() { defer wg.Done(); d.overview.Run(ctx) }()
+	g.Go(func() error {
+		return d.supervise(ctx, "reconcile NATS trigger", func(ctx context.Context) error { return d.recon.ServeNATS(ctx, d.nc, "") })
+	})
+	g.Go(func() error { d.overview.Run(ctx); return nil })
 
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-httpErr:
-		err = fmt.Errorf("http server on %s: %w", d.Addr(), err)
-		stop()
-	}
-	d.ready.Store(false) // shutting down: take this instance out of the Service
-	<-leaderDone         // the pipeline drains inside lead
-	wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Second)
-	_ = d.recon.Wait(wctx) // a running reconcile is cancelled; it is idempotent
-	wcancel()
-	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	_ = d.http.Shutdown(sctx)
-	wg.Wait()
+	// Shutdown: once ctx ends (signal or a fatal error), leave the Service,
+	// let reconcile finish its chunk, stop HTTP. The pipeline drains inside
+	// lead, which leader.Run waits for.
+	g.Go(func() error {
+		<-ctx.Done()
+		d.ready.Store(false)
+		wctx, cancel := deadline()
+		defer cancel()
+		_ = d.recon.Wait(wctx) // a running reconcile is cancelled; it is idempotent
+		if err := d.http.Shutdown(wctx); err != nil {
+			d.log.Warn("HTTP shutdown cut open connections (SSE clients reconnect to the other instance)", zap.Error(err))
+		}
+		return nil
+	})
+	err := g.Wait()
 	if d.nc != nil {
 		_ = d.nc.Drain()
 	}
@@ -300,26 +300,58 @@ func (d *Daemon) Run(parent context.Context) error {
 	return err
 }
 
+// supervise runs a restartable component until ctx ends: an error is logged
+// and the component restarted with backoff (reset after a minute of
+// running). This is the one place that decides a failure is not fatal; a
+// component that must stop the daemon runs directly in Run's group.
+func (d *Daemon) supervise(ctx context.Context, name string, run func(ctx context.Context) error) error {
+	return restart(ctx, d.log, name, run, nil)
+}
+
+func restart(ctx context.Context, log *zap.Logger, name string, run func(ctx context.Context) error, onError func(error) time.Duration) error {
+	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(30*time.Second), backoff.WithMaxElapsedTime(0))
+	for ctx.Err() == nil {
+		started := time.Now()
+		err := run(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(started) > time.Minute {
+			bo.Reset()
+		}
+		wait := bo.NextBackOff()
+		if onError != nil {
+			if w := onError(err); w >= 0 {
+				wait = w
+			}
+		}
+		log.Error(name+" stopped; restarting", zap.Error(err), zap.Duration("retry_in", wait))
+		sleep(ctx, wait)
+	}
+	return nil
+}
+
 // lead runs the leader's work until lctx ends: the pipeline (restarted with
 // backoff after errors, never giving up), the gallery status tracker fed by
-// it, and the periodic reconcile.
+// it, the ICP mirror and the periodic reconcile.
 func (d *Daemon) lead(lctx context.Context) {
 	log := d.log.With(zap.String("component", "pipeline"))
 	hub := d.api.Events()
 	gallery := gallerystatus.New(galleryConfig(d.cfg), d.pool, jsPublish(d.js), d.log.With(zap.String("component", "gallerystatus")), d.reg)
 	// Changes noted by a previous leader were held in its memory: recheck.
 	gallery.RecheckAll()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = gallery.Run(lctx) }()
-	go func() { defer wg.Done(); _ = d.recon.RunEvery(lctx, d.cfg.ReconcileInterval) }()
+	g, ctx := errgroup.WithContext(lctx)
+	g.Go(func() error { return d.supervise(ctx, "gallery status tracker", gallery.Run) })
+	g.Go(func() error {
+		return d.supervise(ctx, "periodic reconcile", func(ctx context.Context) error { return d.recon.RunEvery(ctx, d.cfg.ReconcileInterval) })
+	})
 	if d.icp != nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.icp.Run(lctx) }()
+		g.Go(func() error {
+			return d.supervise(ctx, "ICP mirror", func(ctx context.Context) error { d.icp.Run(ctx); return nil })
+		})
 	}
-	hooks := Hooks{
-		EdgeChanged: func(ev EdgeEvent) {
+	hooks := pipeline.Hooks{
+		EdgeChanged: func(ev pipeline.EdgeEvent) {
 			hub.PublishEdge(ev.ID, ev.Data, ev.Backend, ev.SyncState)
 			gallery.MemoriesChanged(gallerystatus.MemoryKey{ID: ev.MemoryID, Type: ev.MemoryType})
 			if d.icp != nil && ev.Backend == domain.BackendICP && ev.SyncState == domain.SyncMigrating {
@@ -334,12 +366,12 @@ func (d *Daemon) lead(lctx context.Context) {
 			gallery.GalleriesChanged(id)
 		},
 		SlotLost: func() {
-			if _, err := d.recon.Start(lctx, reconcile.TriggerSlotLost, false); err != nil {
+			if _, err := d.recon.Start(ctx, reconcile.TriggerSlotLost, false); err != nil {
 				log.Error("request a reconcile after the lost slot", zap.Error(err))
 			}
 		},
 	}
-	p := NewPipeline(PipelineConfig{
+	p := pipeline.New(pipeline.Config{
 		DatabaseURL:       d.cfg.DatabaseURL,
 		Slot:              d.cfg.Slot,
 		Publication:       d.cfg.Publication,
@@ -347,28 +379,20 @@ func (d *Daemon) lead(lctx context.Context) {
 		SubjectPrefix:     d.cfg.SubjectPrefix,
 		Tables:            d.cfg.Tables,
 		SnapshotEvents:    d.cfg.SnapshotEvents,
-		DeleteICPEdges:    d.cfg.ICPEdgesOnDelete == "delete",
+		DeleteICPEdges:    d.cfg.ICPEdgesOnDelete == domain.PolicyDelete,
 		HeartbeatInterval: d.cfg.HeartbeatInterval,
 		DrainTimeout:      d.cfg.ShutdownTimeout / 2,
-	}, d.pool, d.nc, d.metrics, hooks, log)
-	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(30*time.Second), backoff.WithMaxElapsedTime(0))
-	for lctx.Err() == nil {
-		started := time.Now()
-		err := p.Run(lctx)
-		if lctx.Err() != nil {
-			return
-		}
-		if time.Since(started) > time.Minute {
-			bo.Reset()
-		}
-		wait := bo.NextBackOff()
-		d.metrics.Restarts.Inc()
-		log.Error("pipeline stopped; restarting from the confirmed LSN", zap.Error(err), zap.Duration("retry_in", wait))
-		if cdc.IsSlotGone(err) {
-			wait = 0 // the next session notices the lost slot and re-creates it
-		}
-		sleep(lctx, wait)
-	}
+	}, d.pool, d.js, d.metrics, hooks, log)
+	g.Go(func() error {
+		return restart(ctx, log, "pipeline (resuming from the confirmed LSN)", p.Run, func(err error) time.Duration {
+			d.metrics.Restarts.Inc()
+			if cdc.IsSlotGone(err) {
+				return 0 // the next session notices the lost slot and re-creates it
+			}
+			return -1
+		})
+	})
+	_ = g.Wait() // every part returns nil: failures are restarted above
 }
 
 func (d *Daemon) close() {

@@ -270,3 +270,10 @@ func orNull(col, typ string) string {
 	}
 	return col
 }
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

@@ -10,6 +10,14 @@ import (
 	"go.uber.org/zap"
 )
 
+// pingTimeout bounds one lock ping. A ping that times out closes the
+// session (pgx cannot reuse a connection whose reply never came), and with
+// it the lock, so it must outlast the pauses a healthy database has (a
+// checkpoint, a 1.5 s stall) and stay below the 5 s after which the server
+// frees the lock of a cut connection (tcp_user_timeout): the old leader has
+// stepped down before a standby can take over.
+const pingTimeout = 4 * time.Second
+
 // Leader holds a Postgres advisory lock on a dedicated connection: the one
 // instance holding it reads the slot. The lock frees when that connection
 // dies (process killed, network cut noticed by TCP keepalives), and a standby
@@ -58,7 +66,11 @@ func (l *Leader) Run(ctx context.Context, lead func(ctx context.Context)) error 
 			defer close(done)
 			lead(lctx)
 		}()
-		// Watch the lock connection: if it dies, so does the lock.
+		// Watch the lock connection: if it dies, so does the lock. A slow
+		// ping is not a lost lock (a busy or briefly paused database answers
+		// late), so it gets pingTimeout, not the poll interval: each move
+		// restarts the pipeline, and a jumpy leader is load that causes the
+		// next move.
 		t := time.NewTicker(l.poll)
 	watch:
 		for {
@@ -68,12 +80,16 @@ func (l *Leader) Run(ctx context.Context, lead func(ctx context.Context)) error 
 			case <-ctx.Done():
 				break watch
 			case <-t.C:
-				pctx, pcancel := context.WithTimeout(ctx, l.poll)
+				pctx, pcancel := context.WithTimeout(ctx, pingTimeout)
+				start := time.Now()
 				err := conn.Ping(pctx)
 				pcancel()
 				if err != nil && ctx.Err() == nil {
 					l.log.Error("lost the leader lock connection: stepping down", zap.Error(err))
 					break watch
+				}
+				if slow := time.Since(start); slow > l.poll {
+					l.log.Warn("leader lock ping was slow; keeping the lead", zap.Duration("took", slow))
 				}
 			}
 		}

@@ -11,18 +11,19 @@ const module = "github.com/edgesync/edgesync"
 // rules: for a package prefix, the project packages it must not import.
 // Prefixes are relative to the module; the longest matching prefix wins.
 var rules = map[string][]string{
-	"domain":      {""},                    // the vocabulary: a leaf
-	"cdc":         {"", "!domain"},         // only the vocabulary
-	"config":      {"", "!domain"},         // only the vocabulary
-	"migrations":  {""},                    // a leaf
-	"sinks/edges": {"", "!cdc", "!domain"}, // only cdc (types) and the vocabulary
-	"sinks/nats":  {"", "!cdc", "!domain"}, // only cdc (types) and the vocabulary
-	"sinks/icp":   {"", "!cdc", "!domain"}, // only cdc (types) and the vocabulary
-	"reconcile":   {"", "!cdc", "!domain"}, // only cdc (types) and the vocabulary
-	"daemon":      {"cmd"},                 // everything below it, never cmd
-	"internal":    {"cmd", "daemon"},       // helpers never reach up
-	"bench":       {"cmd"},                 // benchmarks drive packages, not main
-	"deploy":      {"cmd", "daemon"},       // manifests only
+	"domain":      {""},                                                   // the vocabulary: a leaf
+	"cdc":         {"", "!domain"},                                        // only the vocabulary
+	"config":      {"", "!domain"},                                        // only the vocabulary
+	"migrations":  {""},                                                   // a leaf
+	"sinks/edges": {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
+	"sinks/nats":  {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
+	"sinks/icp":   {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
+	"reconcile":   {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
+	"pipeline":    {"", "!cdc", "!domain", "!sinks/edges", "!sinks/nats"}, // the middle stage: cdc, the vocabulary and the sinks it feeds
+	"daemon":      {"cmd"},                                                // everything below it, never cmd
+	"internal":    {"cmd", "daemon"},                                      // helpers never reach up
+	"bench":       {"cmd"},                                                // benchmarks drive packages, not main
+	"deploy":      {"cmd", "daemon"},                                      // manifests only
 }
 
 // forbidden reports whether pkg (module-relative) may not import dep.
@@ -95,6 +96,10 @@ func TestForbidden(t *testing.T) {
 		{"internal/pgtest", "daemon", true},
 		{"cmd/edgesync", "daemon", false},
 		{"sinks/icp", "sinks/icp/sub", false},
+		{"pipeline", "sinks/edges", false},
+		{"pipeline", "config", true},
+		{"pipeline", "daemon", true},
+		{"sinks/edges", "pipeline", true},
 	}
 	for _, c := range cases {
 		if got := forbidden(c.pkg, c.dep); got != c.want {

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgesync/edgesync/cdc"
+	"github.com/edgesync/edgesync/domain"
 )
 
 // StreamConfig describes the stream of CONTRACT section 5.
@@ -24,9 +25,7 @@ type StreamConfig struct {
 
 // Subjects are the captured subjects for a prefix; admin.> is request-reply
 // on core NATS and not captured.
-func Subjects(prefix string) []string {
-	return []string{prefix + ".memory.>", prefix + ".edge.>", prefix + ".gallery.>", prefix + ".sync.>", prefix + ".reconcile.>"}
-}
+func Subjects(prefix string) []string { return domain.Subjects{Prefix: prefix}.Stream() }
 
 // EnsureStream creates the stream when it does not exist. An existing stream
 // is left as its operator configured it (replicas, limits, dedupe window),
@@ -85,12 +84,32 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 	return s, nil
 }
 
-// Config of a Publisher.
+// Config of a Publisher and of the JetStream context it publishes on.
 type Config struct {
 	// MaxPending bounds the messages in flight (the memory window).
 	MaxPending int
 	// AckTimeout fails a publish that has no ack in time.
 	AckTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxPending <= 0 {
+		c.MaxPending = 4096
+	}
+	if c.AckTimeout <= 0 {
+		c.AckTimeout = 10 * time.Second
+	}
+	return c
+}
+
+// NewJetStream is the process's one JetStream context: the pipeline's
+// asynchronous publisher and every low-rate publisher (gallery status,
+// reconcile reports, slot events) share it.
+func NewJetStream(nc *natsgo.Conn, cfg Config) (jetstream.JetStream, error) {
+	cfg = cfg.withDefaults()
+	return jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
+		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout))
 }
 
 type inflight struct {
@@ -107,25 +126,12 @@ type Publisher struct {
 // ErrPublish wraps every publish failure.
 var ErrPublish = errors.New("publish")
 
-// NewPublisher returns a publisher on nc.
-func NewPublisher(nc *natsgo.Conn, cfg Config) (*Publisher, error) {
-	if cfg.MaxPending <= 0 {
-		cfg.MaxPending = 4096
-	}
-	if cfg.AckTimeout <= 0 {
-		cfg.AckTimeout = 10 * time.Second
-	}
-	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
-		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout))
-	if err != nil {
-		return nil, err
-	}
-	return &Publisher{js: js, acks: make(chan inflight, cfg.MaxPending)}, nil
+// NewPublisher returns a publisher on js (from NewJetStream, whose
+// MaxPending bounds the window; cfg.MaxPending sizes the ack queue).
+func NewPublisher(js jetstream.JetStream, cfg Config) *Publisher {
+	cfg = cfg.withDefaults()
+	return &Publisher{js: js, acks: make(chan inflight, cfg.MaxPending)}
 }
-
-// JetStream is the underlying context.
-func (p *Publisher) JetStream() jetstream.JetStream { return p.js }
 
 // Message builds a JSON message with its id headers.
 func Message(subject, id string, data []byte) *natsgo.Msg {

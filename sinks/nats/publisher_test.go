@@ -47,11 +47,13 @@ func TestPublisher_AcksInOrderAndFailsOnOutage(t *testing.T) {
 	defer cancel()
 	s := natstest.Start(t)
 	nc := s.Conn(t)
-	p, err := NewPublisher(nc, Config{MaxPending: 64, AckTimeout: 2 * time.Second})
+	cfg := Config{MaxPending: 64, AckTimeout: 2 * time.Second}
+	js, err := NewJetStream(nc, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := EnsureStream(ctx, p.JetStream(), StreamConfig{Name: "T", SubjectPrefix: "t"}); err != nil {
+	p := NewPublisher(js, cfg)
+	if _, err := EnsureStream(ctx, js, StreamConfig{Name: "T", SubjectPrefix: "t"}); err != nil {
 		t.Fatal(err)
 	}
 	runErr := make(chan error, 1)

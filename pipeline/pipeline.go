@@ -1,7 +1,8 @@
-package daemon
+package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -12,23 +13,23 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/edgesync/edgesync/cdc"
-	"github.com/edgesync/edgesync/config"
+	"github.com/edgesync/edgesync/domain"
 	"github.com/edgesync/edgesync/sinks/edges"
 	natssink "github.com/edgesync/edgesync/sinks/nats"
 )
 
-// PipelineConfig is what one CDC pipeline needs.
-type PipelineConfig struct {
+// Config is what one CDC pipeline needs.
+type Config struct {
 	DatabaseURL       string
 	Slot              string
 	Publication       string
 	Stream            string
 	SubjectPrefix     string
-	Tables            []config.Table
+	Tables            []domain.Table
 	SnapshotEvents    bool
 	DeleteICPEdges    bool
 	HeartbeatInterval time.Duration
@@ -65,17 +66,16 @@ type EdgeEvent struct {
 // Pipeline is one leader's CDC session factory: Run sets up the slot, takes
 // the initial snapshot when needed and streams until an error.
 type Pipeline struct {
-	cfg     PipelineConfig
+	cfg     Config
 	pool    *pgxpool.Pool
-	nc      *natsgo.Conn
+	js      jetstream.JetStream
 	log     *zap.Logger
 	metrics *Metrics
 	hooks   Hooks
-	tables  map[string]config.Table // by schema-qualified name
 }
 
-// NewPipeline returns a pipeline; it connects nothing.
-func NewPipeline(cfg PipelineConfig, pool *pgxpool.Pool, nc *natsgo.Conn, m *Metrics, hooks Hooks, log *zap.Logger) *Pipeline {
+// New returns a pipeline; it connects nothing.
+func New(cfg Config, pool *pgxpool.Pool, js jetstream.JetStream, m *Metrics, hooks Hooks, log *zap.Logger) *Pipeline {
 	if cfg.SnapshotChunk <= 0 {
 		cfg.SnapshotChunk = 5000
 	}
@@ -85,18 +85,7 @@ func NewPipeline(cfg PipelineConfig, pool *pgxpool.Pool, nc *natsgo.Conn, m *Met
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = 30 * time.Second
 	}
-	t := map[string]config.Table{}
-	for _, tb := range cfg.Tables {
-		t[qualify(tb.Name)] = tb
-	}
-	return &Pipeline{cfg: cfg, pool: pool, nc: nc, log: log, metrics: m, hooks: hooks, tables: t}
-}
-
-func qualify(name string) string {
-	if strings.Contains(name, ".") {
-		return name
-	}
-	return "public." + name
+	return &Pipeline{cfg: cfg, pool: pool, js: js, log: log, metrics: m, hooks: hooks}
 }
 
 // publishedTables are the tables of the publication: memory tables,
@@ -155,30 +144,14 @@ func (p *Pipeline) prepare(ctx context.Context) (slot cdc.SlotInfo, st state, lo
 	if err = p.pool.QueryRow(ctx, "SELECT current_database()").Scan(&dbName); err != nil {
 		return
 	}
-	if slot, err = cdc.ReadSlot(ctx, p.pool, p.cfg.Slot); err != nil {
-		return
+	claim, err := cdc.ClaimSlot(ctx, p.pool, p.cfg.Slot, dbName, st.ConfirmedLSN != 0 || st.SnapshotState != "pending")
+	if err != nil {
+		return slot, st, false, err
 	}
-	if slot.Exists {
-		if cerr := slot.Check(p.cfg.Slot, dbName); cerr != nil {
-			if !errors.Is(cerr, cdc.ErrSlotLost) {
-				return slot, st, false, cerr
-			}
-			lost = true
-			if err = cdc.DropSlot(ctx, p.pool, p.cfg.Slot); err != nil {
-				return
-			}
-			slot.Exists = false
-		}
-		if slot.Active && slot.ActivePID != 0 {
-			// We hold the leader lock, so the slot's reader is a dead
-			// leader's walsender that the server has not noticed yet.
-			if err = p.terminateReader(ctx, slot.ActivePID); err != nil {
-				return
-			}
-		}
-	} else if st.ConfirmedLSN != 0 || st.SnapshotState != "pending" {
-		lost = true // we had a slot and it is gone (Neon drops idle ones)
+	if claim.Terminated != 0 {
+		p.log.Warn("the slot was still held by another walsender (a previous leader); terminated it", zap.Int("pid", claim.Terminated))
 	}
+	slot, lost = claim.Slot, claim.Lost
 	if lost {
 		p.metrics.SlotLost.Inc()
 		p.log.Error("replication slot lost: re-creating it, re-snapshotting and requesting a reconcile; changes made while it was gone are recovered by the snapshot",
@@ -208,11 +181,8 @@ type session struct {
 }
 
 func (p *Pipeline) newSession(ctx context.Context) (*session, error) {
-	pub, err := natssink.NewPublisher(p.nc, natssink.Config{})
-	if err != nil {
-		return nil, err
-	}
-	if _, err := natssink.EnsureStream(ctx, pub.JetStream(), natssink.StreamConfig{Name: p.cfg.Stream, SubjectPrefix: p.cfg.SubjectPrefix}); err != nil {
+	pub := natssink.NewPublisher(p.js, natssink.Config{})
+	if _, err := natssink.EnsureStream(ctx, p.js, natssink.StreamConfig{Name: p.cfg.Stream, SubjectPrefix: p.cfg.SubjectPrefix}); err != nil {
 		return nil, err
 	}
 	s := &session{p: p, pub: pub, errc: make(chan error, 8)}
@@ -348,25 +318,6 @@ func (p *Pipeline) statusInterval(ctx context.Context) time.Duration {
 	return min(most, max(100*time.Millisecond, time.Duration(ms)*time.Millisecond/4))
 }
 
-func (p *Pipeline) terminateReader(ctx context.Context, pid int) error {
-	p.log.Warn("the slot is still held by another walsender (a previous leader); terminating it", zap.Int("pid", pid))
-	if _, err := p.pool.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
-		return fmt.Errorf("terminate the previous reader of slot %s (pid %d): %w", p.cfg.Slot, pid, err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		s, err := cdc.ReadSlot(ctx, p.pool, p.cfg.Slot)
-		if err != nil {
-			return err
-		}
-		if !s.Active {
-			return nil
-		}
-		sleep(ctx, 50*time.Millisecond)
-	}
-	return fmt.Errorf("%w: slot %s is still active for pid %d", cdc.ErrSlotInUse, p.cfg.Slot, pid)
-}
-
 func (p *Pipeline) countEdges(st edges.Stats) {
 	if st.Created > 0 {
 		p.metrics.EdgesWritten.WithLabelValues("created").Add(float64(st.Created))
@@ -390,12 +341,9 @@ func (p *Pipeline) warnForeignTables(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	known := map[string]bool{"public.gallery_items": true, "public.storage_edges": true}
-	for q := range p.tables {
-		known[q] = true
-	}
+	r := NewRouter(RouterConfig{Tables: p.cfg.Tables})
 	for _, n := range names {
-		if !known[n] {
+		if !r.Known(n) {
 			p.log.Warn("publication contains a table edgesync does not handle; its changes are skipped (remove it: ALTER PUBLICATION ... DROP TABLE)",
 				zap.String("publication", p.cfg.Publication), zap.String("table", n))
 		}
@@ -448,15 +396,13 @@ func (p *Pipeline) recordProgress(ctx context.Context, tr *cdc.Tracker) error {
 }
 
 func (p *Pipeline) publishSlotLost(ctx context.Context, last cdc.LSN) {
-	pub, err := natssink.NewPublisher(p.nc, natssink.Config{})
+	body, err := json.Marshal(cdc.SlotLostEvent{Event: "slot_lost", Slot: p.cfg.Slot, LastConfirmedLSN: last.String(), DetectedAt: time.Now().UTC()})
 	if err != nil {
 		return
 	}
-	body := fmt.Sprintf(`{"event":"slot_lost","slot":%q,"last_confirmed_lsn":%q,"detected_at":%q}`,
-		p.cfg.Slot, last.String(), time.Now().UTC().Format(time.RFC3339Nano))
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := natssink.PublishSync(cctx, pub.JetStream(), p.cfg.SubjectPrefix+".sync.slot_lost", "", []byte(body)); err != nil {
+	if err := natssink.PublishSync(cctx, p.js, domain.Subjects{Prefix: p.cfg.SubjectPrefix}.SlotLost(), "", body); err != nil {
 		p.log.Warn("publish slot_lost event", zap.Error(err))
 	}
 }
@@ -475,4 +421,14 @@ func parseLSN(s string) (cdc.LSN, error) {
 		return 0, err
 	}
 	return cdc.LSN(h<<32 | l), nil
+}
+
+// sleep waits for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }

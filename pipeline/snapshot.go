@@ -1,4 +1,4 @@
-package daemon
+package pipeline
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/edgesync/edgesync/cdc"
-	"github.com/edgesync/edgesync/config"
+	"github.com/edgesync/edgesync/domain"
 	"github.com/edgesync/edgesync/sinks/edges"
 	natssink "github.com/edgesync/edgesync/sinks/nats"
 )
@@ -73,15 +73,15 @@ func (p *Pipeline) snapshot(ctx context.Context, w *edges.Writer, pub *natssink.
 	return nil
 }
 
-func (p *Pipeline) snapshotChunk(ctx context.Context, tx pgx.Tx, w *edges.Writer, pub *natssink.Publisher, t config.Table, after string, at cdc.LSN) (int, string, int64, error) {
+func (p *Pipeline) snapshotChunk(ctx context.Context, tx pgx.Tx, w *edges.Writer, pub *natssink.Publisher, t domain.Table, after string, at cdc.LSN) (int, string, int64, error) {
 	urlExpr, sizeExpr := "NULL::text", "NULL::bigint"
 	if t.URLColumn != "" {
-		urlExpr = pgx.Identifier{t.URLColumn}.Sanitize() + "::text"
+		urlExpr = domain.QuoteIdent(t.URLColumn) + "::text"
 	}
 	if t.SizeColumn != "" {
-		sizeExpr = pgx.Identifier{t.SizeColumn}.Sanitize() + "::bigint"
+		sizeExpr = domain.QuoteIdent(t.SizeColumn) + "::bigint"
 	}
-	table := quoteTable(t.Name)
+	table := t.Ident()
 	q := "SELECT id::text, " + urlExpr + ", " + sizeExpr + ", CASE WHEN $3 THEN row_to_json(m)::text END FROM " + table + " m WHERE ($1 = '' OR id > $1::uuid) ORDER BY id LIMIT $2"
 	rs, err := tx.Query(ctx, q, after, p.cfg.SnapshotChunk, p.cfg.SnapshotEvents)
 	if err != nil {
@@ -127,34 +127,20 @@ func (p *Pipeline) snapshotChunk(ctx context.Context, tx pgx.Tx, w *edges.Writer
 // publishSnapshot publishes a `snapshot` event per row and waits for the acks.
 // Ids carry the slot's consistent point, so a re-snapshot after a lost slot is
 // not mistaken for a duplicate.
-func (p *Pipeline) publishSnapshot(ctx context.Context, pub *natssink.Publisher, t config.Table, ops []edges.Op, docs []string, at cdc.LSN) error {
+func (p *Pipeline) publishSnapshot(ctx context.Context, pub *natssink.Publisher, t domain.Table, ops []edges.Op, docs []string, at cdc.LSN) error {
 	tr := cdc.NewTracker(0)
 	pend := tr.Open()
+	subject := domain.Subjects{Prefix: p.cfg.SubjectPrefix}.Memory(t.MemoryType, cdc.EventSnapshot)
+	txn := &cdc.Txn{CommitLSN: at}
 	for i, op := range ops {
 		id := p.cfg.Slot + "/snapshot/" + at.String() + "/" + op.MemoryID
-		var b []byte
-		b = append(b, `{"id":`...)
-		b = cdc.AppendString(b, id)
-		b = append(b, `,"op":"`+cdc.EventSnapshot+`","memory_id":`...)
-		b = cdc.AppendString(b, op.MemoryID)
-		b = append(b, `,"memory_type":`...)
-		b = cdc.AppendString(b, t.MemoryType)
-		b = append(b, `,"source":{"table":`...)
-		b = cdc.AppendString(b, qualify(t.Name))
-		b = append(b, `,"lsn":"`...)
-		b = cdc.AppendLSN(b, at)
-		b = append(b, `","commit_lsn":"`...)
-		b = cdc.AppendLSN(b, at)
-		b = append(b, `","xid":0,"commit_time":"0001-01-01T00:00:00Z"},"before":null,"after":`...)
+		h := cdc.EventHeader{ID: id, Op: cdc.EventSnapshot, MemoryID: op.MemoryID, MemoryType: t.MemoryType,
+			Table: t.Qualified(), LSN: at, Txn: txn}
 		if i < len(docs) {
-			b = append(b, docs[i]...)
-		} else {
-			b = append(b, "null"...)
+			h.AfterJSON = []byte(docs[i])
 		}
-		b = append(b, `,"emitted_at":"`...)
-		b = time.Now().UTC().AppendFormat(b, time.RFC3339Nano)
-		b = append(b, `"}`...)
-		if err := pub.Publish(ctx, natssink.Message(p.cfg.SubjectPrefix+".memory."+t.MemoryType+"."+cdc.EventSnapshot, id, b), pend); err != nil {
+		b := cdc.AppendEvent(nil, h, nil, nil, nil, time.Now())
+		if err := pub.Publish(ctx, natssink.Message(subject, id, b), pend); err != nil {
 			return err
 		}
 	}
@@ -167,17 +153,4 @@ func (p *Pipeline) publishSnapshot(ctx context.Context, pub *natssink.Publisher,
 		}
 	}
 	return nil
-}
-
-func quoteTable(name string) string {
-	return pgx.Identifier(splitQualified(name)).Sanitize()
-}
-
-func splitQualified(name string) []string {
-	for i := 0; i < len(name); i++ {
-		if name[i] == '.' {
-			return []string{name[:i], name[i+1:]}
-		}
-	}
-	return []string{name}
 }
