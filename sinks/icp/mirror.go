@@ -98,7 +98,6 @@ type Mirror struct {
 	started  atomic.Bool
 }
 
-
 // NewMirror builds a Mirror; it does not touch the database: Run does.
 func NewMirror(cfg MirrorConfig, pool *pgxpool.Pool, client *Client, logger *zap.Logger, reg prometheus.Registerer) (*Mirror, error) {
 	if pool == nil || client == nil {
