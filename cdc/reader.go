@@ -28,6 +28,9 @@ type Item struct {
 	Kind   Kind
 	Txn    *Txn
 	Change *Change
+	// Bytes is what the item holds of the reader's budget; the consumer
+	// releases it (ReaderConfig.Budget) once it has routed the item.
+	Bytes int64
 }
 
 // ReaderConfig configures a Reader.
@@ -37,6 +40,10 @@ type ReaderConfig struct {
 	// StatusInterval is how often a standby status update is sent, also while
 	// the consumer is slow; keep it well under wal_sender_timeout.
 	StatusInterval time.Duration
+	// Budget bounds the bytes of changes handed to the consumer and not yet
+	// released by it (nil: unbounded; the channel's length still bounds the
+	// count).
+	Budget *Budget
 }
 
 // Reader owns one replication connection: it streams pgoutput (protocol 1,
@@ -49,6 +56,8 @@ type Reader struct {
 	log       *zap.Logger
 	relations map[uint32]*Relation
 
+	sent     LSN // flush position last reported
+	sentAt   time.Time
 	received LSN  // highest WAL position received
 	walEnd   LSN  // server WAL end from the latest keepalive
 	inTxn    bool // between Begin and Commit
@@ -80,12 +89,25 @@ func (r *Reader) Run(ctx context.Context, start LSN, out chan<- Item) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if !time.Now().Before(r.next) {
+		now := time.Now()
+		// Report the durable prefix as soon as it moves (at most every
+		// confirmEvery), not only every StatusInterval: the shorter the gap
+		// between what JetStream stored and what the slot confirmed, the
+		// shorter a replay after a crash.
+		if !now.Before(r.next) || r.tracker.Confirmed() > r.sent && now.Sub(r.sentAt) >= confirmEvery {
 			if err := r.sendStatus(ctx); err != nil {
 				return err
 			}
 		}
-		rctx, cancel := context.WithDeadline(ctx, r.next)
+		until := r.next
+		if r.tracker.InFlight() > 0 {
+			// Work is in flight: wake up to report its confirmation even
+			// if the server sends nothing meanwhile.
+			if soon := time.Now().Add(confirmEvery); soon.Before(until) {
+				until = soon
+			}
+		}
+		rctx, cancel := context.WithDeadline(ctx, until)
 		raw, err := r.conn.ReceiveMessage(rctx)
 		cancel()
 		if err != nil {
@@ -151,13 +173,34 @@ func (r *Reader) sendStatus(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("send standby status: %w", err)
 	}
-	r.next = time.Now().Add(r.cfg.StatusInterval)
+	r.sent, r.sentAt = c, time.Now()
+	r.next = r.sentAt.Add(r.cfg.StatusInterval)
 	return nil
 }
+
+// confirmEvery bounds how often a moved durable prefix is reported.
+const confirmEvery = 50 * time.Millisecond
 
 // emit hands an item to the consumer, still sending status updates while the
 // consumer is slow so the walsender does not time out.
 func (r *Reader) emit(ctx context.Context, it Item, out chan<- Item) error {
+	if b := r.cfg.Budget; b != nil && it.Change != nil {
+		it.Bytes = it.Size()
+		for {
+			actx, cancel := context.WithDeadline(ctx, r.next)
+			err := b.Acquire(actx, it.Bytes)
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err := r.sendStatus(ctx); err != nil { // the consumer is slow: keep the session alive
+				return err
+			}
+		}
+	}
 	select {
 	case out <- it:
 		return nil

@@ -14,9 +14,11 @@ type LSN = pglogrepl.LSN
 // computes the confirmable LSN: the end of the longest fully durable prefix
 // (rule A), or the server's WAL end when nothing is in flight (rule B).
 type Tracker struct {
-	mu        sync.Mutex
-	q         []*Pending
-	confirmed LSN
+	mu sync.Mutex
+	q  []*Pending
+	// confirmed is written under mu and read without it (the reader checks
+	// it on every message to report progress promptly).
+	confirmed atomic.Uint64
 	// inflight counts transactions the reader has seen begin and the tracker
 	// has not yet confirmed, including those still queued between reader and
 	// consumer. Zero means every received transaction is durable.
@@ -25,7 +27,11 @@ type Tracker struct {
 
 // NewTracker starts at the slot's confirmed_flush_lsn (never 0 after the slot
 // exists).
-func NewTracker(start LSN) *Tracker { return &Tracker{confirmed: start} }
+func NewTracker(start LSN) *Tracker {
+	t := &Tracker{}
+	t.confirmed.Store(uint64(start))
+	return t
+}
 
 // Pending is one transaction's outstanding durable effects.
 type Pending struct {
@@ -75,8 +81,8 @@ func (p *Pending) Seal(end LSN) {
 func (t *Tracker) advance() {
 	n := 0
 	for n < len(t.q) && t.q[n].sealed && t.q[n].pending <= 0 {
-		if t.q[n].end > t.confirmed {
-			t.confirmed = t.q[n].end
+		if t.q[n].end > LSN(t.confirmed.Load()) {
+			t.confirmed.Store(uint64(t.q[n].end))
 		}
 		n++
 	}
@@ -90,11 +96,7 @@ func (t *Tracker) advance() {
 }
 
 // Confirmed is the LSN that may be reported as flushed.
-func (t *Tracker) Confirmed() LSN {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.confirmed
-}
+func (t *Tracker) Confirmed() LSN { return LSN(t.confirmed.Load()) }
 
 // InFlight is the number of received transactions not yet confirmed.
 func (t *Tracker) InFlight() int64 { return t.inflight.Load() }
@@ -104,8 +106,8 @@ func (t *Tracker) InFlight() int64 { return t.inflight.Load() }
 func (t *Tracker) idle(walEnd LSN) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.inflight.Load() == 0 && len(t.q) == 0 && walEnd > t.confirmed {
-		t.confirmed = walEnd
+	if t.inflight.Load() == 0 && len(t.q) == 0 && walEnd > LSN(t.confirmed.Load()) {
+		t.confirmed.Store(uint64(walEnd))
 	}
 }
 

@@ -58,6 +58,14 @@ func NewLogger(cfg config.Config, w zapcore.WriteSyncer) (*zap.Logger, error) {
 // defaultMemoryLimit is the Go soft memory limit when GOMEMLIMIT is unset.
 const defaultMemoryLimit = 40 << 20
 
+// memoryBudget is what the pipeline's queues and publish window may hold: a
+// quarter of the Go memory limit (GOMEMLIMIT, which the Deployment sets below
+// the container's limit), within [4 MiB, 256 MiB]. The rest is the heap's
+// working set, the HTTP server and the ICP uploads.
+func memoryBudget() int64 {
+	return min(max(debug.SetMemoryLimit(-1)/4, 4<<20), 256<<20)
+}
+
 // Daemon is `edgesync run`: it owns every long-running part.
 type Daemon struct {
 	cfg      config.Config
@@ -382,6 +390,7 @@ func (d *Daemon) lead(lctx context.Context) {
 		DeleteICPEdges:    d.cfg.ICPEdgesOnDelete == domain.PolicyDelete,
 		HeartbeatInterval: d.cfg.HeartbeatInterval,
 		DrainTimeout:      d.cfg.ShutdownTimeout / 2,
+		MemoryBudget:      memoryBudget(),
 	}, d.pool, d.js, d.metrics, hooks, log)
 	g.Go(func() error {
 		return restart(ctx, log, "pipeline (resuming from the confirmed LSN)", p.Run, func(err error) time.Duration {

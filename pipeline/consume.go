@@ -22,7 +22,9 @@ type edgeSink interface {
 
 // eventSink takes messages; each is durable when its Pending is done.
 type eventSink interface {
-	Publish(ctx context.Context, m *natsgo.Msg, p *cdc.Pending) error
+	// Publish sends m; messages of one key (a memory id) are stored in
+	// the order given, also across failures.
+	Publish(ctx context.Context, key string, m *natsgo.Msg, p *cdc.Pending) error
 }
 
 var (
@@ -40,7 +42,7 @@ type consumer struct {
 	pend    *cdc.Pending
 }
 
-func (p *Pipeline) consume(ctx context.Context, items <-chan cdc.Item, tr *cdc.Tracker, es edgeSink, ev eventSink) error {
+func (p *Pipeline) consume(ctx context.Context, items <-chan cdc.Item, tr *cdc.Tracker, queue *cdc.Budget, es edgeSink, ev eventSink) error {
 	maxBody := int(p.js.Conn().MaxPayload()) - 4096
 	r := NewRouter(RouterConfig{Slot: p.cfg.Slot, SubjectPrefix: p.cfg.SubjectPrefix, Tables: p.cfg.Tables, MaxBody: maxBody,
 		Counter: func(table, op string) prometheus.Counter { return p.metrics.Events.WithLabelValues(table, op) }})
@@ -50,7 +52,9 @@ func (p *Pipeline) consume(ctx context.Context, items <-chan cdc.Item, tr *cdc.T
 		case <-ctx.Done():
 			return nil
 		case it := <-items:
-			if err := c.item(ctx, it); err != nil {
+			err := c.item(ctx, it)
+			queue.Release(it.Bytes) // routed: the events hold their own bytes now
+			if err != nil {
 				return err
 			}
 		}
@@ -91,7 +95,7 @@ func (c *consumer) change(ctx context.Context, txn *cdc.Txn, ch *cdc.Change) err
 		}
 	}
 	for _, ev := range out.Events {
-		if err := c.events.Publish(ctx, natssink.Message(ev.Subject, ev.ID, ev.Data), c.pend); err != nil {
+		if err := c.events.Publish(ctx, ev.Key, natssink.Message(ev.Subject, ev.ID, ev.Data), c.pend); err != nil {
 			return err
 		}
 		if ev.Edge != nil && hooks.EdgeChanged != nil {

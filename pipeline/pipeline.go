@@ -39,6 +39,11 @@ type Config struct {
 	SnapshotChunk  int
 	// DrainTimeout bounds how long shutdown waits for in-flight changes.
 	DrainTimeout time.Duration
+	// MemoryBudget bounds the bytes of decoded changes waiting for the
+	// consumer (a quarter) and of events waiting for JetStream's ack (the
+	// rest), so a stalled NATS slows the reader instead of growing the heap.
+	// 0: 16 MiB.
+	MemoryBudget int64
 }
 
 // Hooks let other components follow the stream; each must return quickly.
@@ -84,6 +89,9 @@ func New(cfg Config, pool *pgxpool.Pool, js jetstream.JetStream, m *Metrics, hoo
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = 30 * time.Second
+	}
+	if cfg.MemoryBudget <= 0 {
+		cfg.MemoryBudget = 16 << 20
 	}
 	return &Pipeline{cfg: cfg, pool: pool, js: js, log: log, metrics: m, hooks: hooks}
 }
@@ -170,6 +178,7 @@ func (p *Pipeline) prepare(ctx context.Context) (slot cdc.SlotInfo, st state, lo
 type session struct {
 	p              *Pipeline
 	pub            *natssink.Publisher
+	queue          *cdc.Budget // decoded changes between reader and consumer
 	writer         *edges.Writer
 	batcher        *edges.Batcher
 	sinkCtx        context.Context
@@ -181,11 +190,12 @@ type session struct {
 }
 
 func (p *Pipeline) newSession(ctx context.Context) (*session, error) {
-	pub := natssink.NewPublisher(p.js, natssink.Config{})
+	queue := cdc.NewBudget(p.cfg.MemoryBudget / 4)
+	pub := natssink.NewPublisher(p.js, cdc.NewBudget(p.cfg.MemoryBudget-queue.Total()))
 	if _, err := natssink.EnsureStream(ctx, p.js, natssink.StreamConfig{Name: p.cfg.Stream, SubjectPrefix: p.cfg.SubjectPrefix}); err != nil {
 		return nil, err
 	}
-	s := &session{p: p, pub: pub, errc: make(chan error, 8)}
+	s := &session{p: p, pub: pub, queue: queue, errc: make(chan error, 8)}
 	s.writer = edges.NewWriter(p.pool, edges.Config{DeleteICPEdges: p.cfg.DeleteICPEdges})
 	s.batcher = edges.NewBatcher(s.writer, p.countEdges)
 	s.sinkCtx, s.stopSinks = context.WithCancel(context.WithoutCancel(ctx))
@@ -267,10 +277,10 @@ func (s *session) setup(ctx context.Context, rc *pgconn.PgConn, slot cdc.SlotInf
 func (s *session) stream(ctx context.Context, rc *pgconn.PgConn, start cdc.LSN) error {
 	p := s.p
 	tracker := cdc.NewTracker(start)
-	reader := cdc.NewReader(cdc.ReaderConfig{Slot: p.cfg.Slot, Publication: p.cfg.Publication, StatusInterval: p.statusInterval(ctx)}, rc, tracker, p.log)
+	reader := cdc.NewReader(cdc.ReaderConfig{Slot: p.cfg.Slot, Publication: p.cfg.Publication, StatusInterval: p.statusInterval(ctx), Budget: s.queue}, rc, tracker, p.log)
 	items := make(chan cdc.Item, 1024)
 	s.spawn(&s.readers, func() error { return reader.Run(s.readCtx, 0, items) })
-	s.spawn(&s.readers, func() error { return p.consume(s.readCtx, items, tracker, s.batcher, s.pub) })
+	s.spawn(&s.readers, func() error { return p.consume(s.readCtx, items, tracker, s.queue, s.batcher, s.pub) })
 	s.spawn(&s.readers, func() error { return p.heartbeat(s.readCtx) })
 	s.spawn(&s.readers, func() error { return p.recordProgress(s.readCtx, tracker) })
 	p.log.Info("streaming", zap.String("slot", p.cfg.Slot), zap.String("from", start.String()))

@@ -42,6 +42,8 @@ type Event struct {
 	Subject string
 	ID      string
 	Data    []byte
+	// Key orders the events of one memory (its id; "" for a truncate).
+	Key string
 	// Edge is set for storage_edges events (for the hooks).
 	Edge *EdgeEvent
 }
@@ -225,7 +227,7 @@ func (r *Router) memory(o *Output, txn *cdc.Txn, ch *cdc.Change, ri *relInfo) {
 		ID: msgID, Op: cdc.EventOp(ch.Op), MemoryID: id, MemoryType: typ,
 		Table: ch.Rel.Qualified(), LSN: ch.LSN, Txn: txn,
 	}, ch)
-	o.Events = append(o.Events, Event{Subject: r.subjects.Memory(typ, cdc.EventOp(ch.Op)), ID: msgID, Data: clone(r.buf)})
+	o.Events = append(o.Events, Event{Subject: r.subjects.Memory(typ, cdc.EventOp(ch.Op)), ID: msgID, Data: clone(r.buf), Key: id})
 }
 
 func (r *Router) edge(o *Output, txn *cdc.Txn, ch *cdc.Change, ri *relInfo) {
@@ -248,7 +250,7 @@ func (r *Router) edge(o *Output, txn *cdc.Txn, ch *cdc.Change, ri *relInfo) {
 		ev.SyncState, _ = ch.New.Text(ri.syncState)
 	}
 	ev.Data = clone(r.buf)
-	o.Events = append(o.Events, Event{Subject: r.subjects.Edge(backend, cdc.EventOp(ch.Op)), ID: id, Data: ev.Data, Edge: ev})
+	o.Events = append(o.Events, Event{Subject: r.subjects.Edge(backend, cdc.EventOp(ch.Op)), ID: id, Data: ev.Data, Edge: ev, Key: memID})
 }
 
 func (r *Router) truncate(o *Output, txn *cdc.Txn, ch *cdc.Change) {

@@ -140,7 +140,7 @@ func (p *Pipeline) publishSnapshot(ctx context.Context, pub *natssink.Publisher,
 			h.AfterJSON = []byte(docs[i])
 		}
 		b := cdc.AppendEvent(nil, h, nil, nil, nil, time.Now())
-		if err := pub.Publish(ctx, natssink.Message(subject, id, b), pend); err != nil {
+		if err := pub.Publish(ctx, op.MemoryID, natssink.Message(subject, id, b), pend); err != nil {
 			return err
 		}
 	}

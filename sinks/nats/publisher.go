@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -112,25 +113,40 @@ func NewJetStream(nc *natsgo.Conn, cfg Config) (jetstream.JetStream, error) {
 		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout))
 }
 
-type inflight struct {
-	f jetstream.PubAckFuture
-	p *cdc.Pending
+// Publisher publishes events asynchronously, reports acks in order and
+// keeps the events of one key (a memory) in order even when a publish fails:
+// at most one event per key is unacknowledged, the next waits (without
+// holding up other keys) until the previous is stored. So a failed publish
+// never leaves a later event of the same memory stored before it: the
+// session fails, nothing after it for that memory was sent, and the replay
+// sends both in order.
+type Publisher struct {
+	js     jetstream.JetStream
+	budget *cdc.Budget
+
+	mu     sync.Mutex
+	fifo   []*outgoing // sent, in publish order, awaiting their acks
+	wake   chan struct{}
+	chains map[string][]*outgoing // per key: the unacked head's followers
+	failed error
 }
 
-// Publisher publishes events asynchronously and reports acks in order.
-type Publisher struct {
-	js   jetstream.JetStream
-	acks chan inflight
+type outgoing struct {
+	key   string
+	m     *natsgo.Msg
+	pend  *cdc.Pending
+	bytes int64
+	f     jetstream.PubAckFuture
 }
 
 // ErrPublish wraps every publish failure.
 var ErrPublish = errors.New("publish")
 
 // NewPublisher returns a publisher on js (from NewJetStream, whose
-// MaxPending bounds the window; cfg.MaxPending sizes the ack queue).
-func NewPublisher(js jetstream.JetStream, cfg Config) *Publisher {
-	cfg = cfg.withDefaults()
-	return &Publisher{js: js, acks: make(chan inflight, cfg.MaxPending)}
+// MaxPending bounds the messages in flight). budget, when not nil, bounds
+// the bytes of events published or queued and not yet acknowledged.
+func NewPublisher(js jetstream.JetStream, budget *cdc.Budget) *Publisher {
+	return &Publisher{js: js, budget: budget, wake: make(chan struct{}, 1), chains: map[string][]*outgoing{}}
 }
 
 // Message builds a JSON message with its id headers.
@@ -142,24 +158,46 @@ func Message(subject, id string, data []byte) *natsgo.Msg {
 }
 
 // Publish sends one message for pend's transaction (pend may be nil for
-// messages outside the confirm rule). It blocks while MaxPending messages are
-// in flight.
-func (p *Publisher) Publish(ctx context.Context, m *natsgo.Msg, pend *cdc.Pending) error {
+// messages outside the confirm rule). key orders the messages of one memory
+// ("" : no order kept). It blocks while the byte budget or the JetStream
+// window is full.
+func (p *Publisher) Publish(ctx context.Context, key string, m *natsgo.Msg, pend *cdc.Pending) error {
+	o := &outgoing{key: key, m: m, pend: pend, bytes: int64(len(m.Data)) + 256}
+	if err := p.budget.Acquire(ctx, o.bytes); err != nil {
+		return err
+	}
 	if pend != nil {
 		pend.Add(1)
 	}
+	if key != "" {
+		p.mu.Lock()
+		if followers, busy := p.chains[key]; busy {
+			p.chains[key] = append(followers, o)
+			p.mu.Unlock()
+			return nil
+		}
+		p.chains[key] = nil
+		p.mu.Unlock()
+	}
+	return p.send(ctx, o)
+}
+
+func (p *Publisher) send(ctx context.Context, o *outgoing) error {
 	for {
-		f, err := p.js.PublishMsgAsync(m)
+		f, err := p.js.PublishMsgAsync(o.m)
 		if err == nil {
+			o.f = f
+			p.mu.Lock()
+			p.fifo = append(p.fifo, o)
+			p.mu.Unlock()
 			select {
-			case p.acks <- inflight{f: f, p: pend}:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
+			case p.wake <- struct{}{}:
+			default:
 			}
+			return nil
 		}
 		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-			return fmt.Errorf("%w %s: %w", ErrPublish, m.Subject, err)
+			return fmt.Errorf("%w %s: %w", ErrPublish, o.m.Subject, err)
 		}
 		select { // the window is full: wait for acks, then try again
 		case <-p.js.PublishAsyncComplete():
@@ -170,24 +208,68 @@ func (p *Publisher) Publish(ctx context.Context, m *natsgo.Msg, pend *cdc.Pendin
 	}
 }
 
+func (p *Publisher) head(ctx context.Context) (*outgoing, error) {
+	for {
+		p.mu.Lock()
+		if len(p.fifo) > 0 {
+			o := p.fifo[0]
+			p.fifo[0] = nil
+			p.fifo = p.fifo[1:]
+			p.mu.Unlock()
+			return o, nil
+		}
+		p.mu.Unlock()
+		select {
+		case <-p.wake:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// acked completes o and sends the next event of its key, if one waits.
+func (p *Publisher) acked(ctx context.Context, o *outgoing) error {
+	if o.pend != nil {
+		o.pend.Done(1)
+	}
+	p.budget.Release(o.bytes)
+	if o.key == "" {
+		return nil
+	}
+	p.mu.Lock()
+	followers := p.chains[o.key]
+	if len(followers) == 0 {
+		delete(p.chains, o.key)
+		p.mu.Unlock()
+		return nil
+	}
+	next := followers[0]
+	if len(followers) == 1 {
+		p.chains[o.key] = nil
+	} else {
+		p.chains[o.key] = followers[1:]
+	}
+	p.mu.Unlock()
+	return p.send(ctx, next)
+}
+
 // Run reports acks until ctx ends; the first failed publish ends it with an
 // error (the pipeline then replays from the confirmed LSN).
 func (p *Publisher) Run(ctx context.Context) error {
 	for {
+		o, err := p.head(ctx)
+		if err != nil {
+			return err
+		}
 		select {
+		case <-o.f.Ok():
+			if err := p.acked(ctx, o); err != nil {
+				return err
+			}
+		case err := <-o.f.Err():
+			return fmt.Errorf("%w %s (msg id %s): %w", ErrPublish, o.m.Subject, o.m.Header.Get(jetstream.MsgIDHeader), err)
 		case <-ctx.Done():
 			return ctx.Err()
-		case e := <-p.acks:
-			select {
-			case <-e.f.Ok():
-				if e.p != nil {
-					e.p.Done(1)
-				}
-			case err := <-e.f.Err():
-				return fmt.Errorf("%w %s (msg id %s): %w", ErrPublish, e.f.Msg().Subject, e.f.Msg().Header.Get(jetstream.MsgIDHeader), err)
-			case <-ctx.Done():
-				return ctx.Err()
-			}
 		}
 	}
 }
