@@ -123,6 +123,21 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		return err
 	}
 	defer s.stop()
+	if slot.Exists {
+		// A replay re-reads what was published after the last confirmed
+		// position. Skip what the stream already holds, however long ago it
+		// was stored: the duplicate window is only a safety net. (A slot
+		// created now has nothing to replay.)
+		stored, err := natssink.StoredFrom(ctx, p.js, p.cfg.Stream, natssink.ChangeSubjects(p.cfg.SubjectPrefix), p.cfg.Slot, slot.ConfirmedFlush)
+		if err != nil {
+			return s.fail(fmt.Errorf("learn what the stream holds of the replay: %w", err))
+		}
+		if len(stored) > 0 {
+			p.log.Info("events of the replay already in the stream are not published again",
+				zap.Int("stored", len(stored)), zap.String("from", slot.ConfirmedFlush.String()))
+		}
+		s.pub.Skip(stored)
+	}
 	start, err := s.setup(ctx, rc, slot, st)
 	if err != nil || ctx.Err() != nil {
 		return s.fail(err)

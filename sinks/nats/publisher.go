@@ -128,7 +128,10 @@ type Publisher struct {
 	fifo   []*outgoing // sent, in publish order, awaiting their acks
 	wake   chan struct{}
 	chains map[string][]*outgoing // per key: the unacked head's followers
-	failed error
+	// stored are message ids the stream already holds (StoredFrom):
+	// publishing them again is skipped, whatever the duplicate window.
+	stored  map[string]struct{}
+	skipped int
 }
 
 type outgoing struct {
@@ -162,6 +165,14 @@ func Message(subject, id string, data []byte) *natsgo.Msg {
 // ("" : no order kept). It blocks while the byte budget or the JetStream
 // window is full.
 func (p *Publisher) Publish(ctx context.Context, key string, m *natsgo.Msg, pend *cdc.Pending) error {
+	if len(p.stored) > 0 {
+		id := m.Header.Get(jetstream.MsgIDHeader)
+		if _, ok := p.stored[id]; ok {
+			delete(p.stored, id) // stored before a crash or outage: durable already
+			p.skipped++
+			return nil
+		}
+	}
 	o := &outgoing{key: key, m: m, pend: pend, bytes: int64(len(m.Data)) + 256}
 	if err := p.budget.Acquire(ctx, o.bytes); err != nil {
 		return err
@@ -181,6 +192,13 @@ func (p *Publisher) Publish(ctx context.Context, key string, m *natsgo.Msg, pend
 	}
 	return p.send(ctx, o)
 }
+
+// Skip makes Publish drop the messages whose ids are in stored (from
+// StoredFrom): they are durable already. Call it before the first Publish.
+func (p *Publisher) Skip(stored map[string]struct{}) { p.stored = stored }
+
+// Skipped is how many messages Publish dropped because the stream held them.
+func (p *Publisher) Skipped() int { return p.skipped }
 
 func (p *Publisher) send(ctx context.Context, o *outgoing) error {
 	for {
