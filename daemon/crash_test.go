@@ -346,7 +346,7 @@ func converge(t *testing.T, pool *pgxpool.Pool, slot string) {
 	if err := pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&target); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "edges converged", func() (bool, string) {
+	eventually(t, 2*time.Minute, "edges converged", func() (bool, string) {
 		d := diffEdges(edgesOf(t, pool), expectedEdgesWithTombstones(t, pool))
 		return d == "", d
 	})

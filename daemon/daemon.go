@@ -71,6 +71,7 @@ type Daemon struct {
 	cfg      config.Config
 	log      *zap.Logger
 	pool     *pgxpool.Pool
+	pipePool *pgxpool.Pool // the pipeline's own connections
 	nc       *natsgo.Conn
 	embedded *natsserver.Server
 	reg      *prometheus.Registry
@@ -107,12 +108,20 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 		return nil, err
 	}
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "edgesync"
-	// The pipeline, the ICP mirror's workers, reconcile, the gallery tracker
-	// and the API share the pool.
+	// The ICP mirror's workers, reconcile, the gallery tracker and the API
+	// share this pool; the pipeline has its own (below), so anonymous API
+	// load can never take the connections the edge writer needs.
 	if pcfg.MaxConns < 16 {
 		pcfg.MaxConns = 16
 	}
 	d.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, err
+	}
+	ppcfg, _ := pgxpool.ParseConfig(cfg.DatabaseURL) // parsed above
+	ppcfg.ConnConfig.RuntimeParams["application_name"] = "edgesync-pipeline"
+	ppcfg.MaxConns = 4 // the edge writer, the snapshot, the heartbeat and progress
+	d.pipePool, err = pgxpool.NewWithConfig(ctx, ppcfg)
 	if err != nil {
 		return nil, err
 	}
@@ -391,7 +400,7 @@ func (d *Daemon) lead(lctx context.Context) {
 		HeartbeatInterval: d.cfg.HeartbeatInterval,
 		DrainTimeout:      d.cfg.ShutdownTimeout / 2,
 		MemoryBudget:      memoryBudget(),
-	}, d.pool, d.js, d.metrics, hooks, log)
+	}, d.pipePool, d.js, d.metrics, hooks, log)
 	g.Go(func() error {
 		return restart(ctx, log, "pipeline (resuming from the confirmed LSN)", p.Run, func(err error) time.Duration {
 			d.metrics.Restarts.Inc()
@@ -416,5 +425,8 @@ func (d *Daemon) close() {
 	}
 	if d.pool != nil {
 		d.pool.Close()
+	}
+	if d.pipePool != nil {
+		d.pipePool.Close()
 	}
 }

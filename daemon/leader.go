@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
+
+	"github.com/edgesync/edgesync/pipeline"
 )
 
 // pingTimeout bounds one lock ping. A ping that times out closes the
@@ -60,7 +62,7 @@ func (l *Leader) Run(ctx context.Context, lead func(ctx context.Context)) error 
 		}
 		l.log.Info("became leader: this instance reads the slot", zap.String("slot", l.key))
 		l.onState(true)
-		lctx, cancel := context.WithCancel(ctx)
+		lctx, cancel := context.WithCancelCause(ctx)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -86,6 +88,7 @@ func (l *Leader) Run(ctx context.Context, lead func(ctx context.Context)) error 
 				pcancel()
 				if err != nil && ctx.Err() == nil {
 					l.log.Error("lost the leader lock connection: stepping down", zap.Error(err))
+					cancel(pipeline.ErrAbandon) // stop at once: another instance may lead already
 					break watch
 				}
 				if slow := time.Since(start); slow > l.poll {
@@ -94,7 +97,7 @@ func (l *Leader) Run(ctx context.Context, lead func(ctx context.Context)) error 
 			}
 		}
 		t.Stop()
-		cancel()
+		cancel(nil)
 		<-done
 		l.onState(false)
 		conn.Close(context.Background())

@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/edgesync/edgesync/cdc"
+	"github.com/edgesync/edgesync/reconcile"
 )
 
 // eventSchema compiles docs/events.schema.json (the envelope) or one of its
@@ -72,6 +77,39 @@ func TestEventSchema_RejectsBadEnvelopes(t *testing.T) {
 		mutate(c)
 		if err := s.Validate(c); err == nil {
 			t.Errorf("bad envelope accepted: %v", c)
+		}
+	}
+}
+
+// The typed events outside the change envelope match their schemas.
+func TestEventSchema_TypedEvents(t *testing.T) {
+	now := time.Now().UTC()
+	finished := now.Add(time.Second)
+	cases := []struct {
+		ref  string
+		body any
+		bad  string
+	}{
+		{"#/$defs/slot_lost", cdc.SlotLostEvent{Event: "slot_lost", Slot: "edgesync", LastConfirmedLSN: "0/16B3748", DetectedAt: now},
+			`{"event":"slot_lost","slot":"edgesync","last_confirmed_lsn":"yesterday","detected_at":"2026-12-03T10:00:00Z"}`},
+		{"#/$defs/progress", cdc.ProgressEvent{MemoryID: "0b3c8f3e-4a5e-4f7e-9a3c-1d2e3f4a5b6c", MemoryType: "video", BytesDone: 1 << 20, BytesTotal: 3 << 20, At: now},
+			`{"memory_id":"0b3c8f3e-4a5e-4f7e-9a3c-1d2e3f4a5b6c","memory_type":"video","bytes_done":-1,"bytes_total":3,"at":"2026-12-03T10:00:00Z"}`},
+		{"#/$defs/reconcile_completed", reconcile.Run{ID: "r1", Trigger: "schedule", State: "done", StartedAt: now, FinishedAt: &finished, Report: &reconcile.Report{Orphans: 2, Fixed: 2, DurationMS: 5}},
+			`{"run_id":"r1","trigger":"schedule","dry_run":false,"state":"sleeping","started_at":"2026-12-03T10:00:00Z"}`},
+	}
+	for _, c := range cases {
+		s := eventSchema(t, c.ref)
+		b, err := json.Marshal(c.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		validateEvent(t, s, c.ref, b)
+		v, err := jsonschema.UnmarshalJSON(strings.NewReader(c.bad))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Validate(v) == nil {
+			t.Errorf("%s accepts %s", c.ref, c.bad)
 		}
 	}
 }

@@ -52,6 +52,7 @@ func TestSlot_LostIsRecreatedAndResnapshotted(t *testing.T) {
 	for _, m := range readStream(t, ns.URL(), "EDGESYNC") {
 		if m.Subject == "edgesync.sync.slot_lost" {
 			found = true
+			validateEvent(t, eventSchema(t, "#/$defs/slot_lost"), m.Subject, m.Raw)
 		}
 	}
 	if !found {
@@ -101,4 +102,41 @@ func TestSnapshot_InterruptedResumes(t *testing.T) {
 		t.Fatalf("the snapshot reports %d edges created, want at least 140000 (60000 images × 2 + 20000 notes)", created)
 	}
 	_ = p
+}
+
+// TestSlot_StateRowMissingWithEmptyTables: the slot exists but the pipeline
+// state row is gone (deleted by hand, or an old install) and the memory
+// tables are empty. The resumed snapshot has no chunk to record; it must
+// still finish and stream instead of failing every restart.
+func TestSlot_StateRowMissingWithEmptyTables(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, pgtest.New(t))
+	pool := e.pool
+	p := e.start(t)
+	waitSlot(t, pool, "edgesync")
+	if _, err := p.term(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `DELETE FROM edgesync_pipeline_state`); err != nil {
+		t.Fatal(err)
+	}
+	p = e.start(t)
+	waitSlot(t, pool, "edgesync")
+	if _, err := pool.Exec(ctx, `INSERT INTO images (owner_id, url) VALUES (gen_random_uuid(), 'https://blob/after')`); err != nil {
+		t.Fatal(err)
+	}
+	converge(t, pool, "edgesync")
+	if m := p.metrics(); !strings.Contains(m, "\nedgesync_cdc_restarts_total 0") {
+		t.Fatalf("the pipeline restarted:\n%s", grepLines(m, "edgesync_cdc_restarts_total"))
+	}
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -22,6 +22,11 @@ import (
 	natssink "github.com/edgesync/edgesync/sinks/nats"
 )
 
+// ErrAbandon, as the cause of Run's context, stops a session without
+// draining: the caller lost the leader lock, so another instance may read
+// the slot already.
+var ErrAbandon = errors.New("leadership lost")
+
 // Config is what one CDC pipeline needs.
 type Config struct {
 	DatabaseURL       string
@@ -304,6 +309,13 @@ func (s *session) stream(ctx context.Context, rc *pgconn.PgConn, start cdc.LSN) 
 	case err := <-s.errc:
 		return s.fail(err)
 	case <-ctx.Done():
+	}
+	if errors.Is(context.Cause(ctx), ErrAbandon) {
+		// Another instance may lead already: stop at once instead of
+		// draining, so two batchers never write side by side; the next
+		// leader replays whatever this session had not confirmed.
+		p.log.Warn("leadership lost: stopping the session without draining")
+		return s.fail(nil)
 	}
 	s.stopRead()
 	s.readers.Wait()

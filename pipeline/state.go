@@ -68,8 +68,12 @@ func saveSnapshotProgress(ctx context.Context, pool *pgxpool.Pool, slot, table, 
 
 func markSnapshotDone(ctx context.Context, pool *pgxpool.Pool, slot string) (int64, error) {
 	var n int64
-	err := pool.QueryRow(ctx, `UPDATE edgesync_pipeline_state SET snapshot_state = 'done', snapshot_table = NULL, snapshot_after = NULL, updated_at = now()
-		WHERE slot = $1 RETURNING snapshot_edges`, slot).Scan(&n)
+	// An upsert: a resumed snapshot of empty tables saved no progress, and
+	// the row may be missing altogether (deleted by hand while the slot
+	// stayed); an UPDATE would find nothing and fail every restart.
+	err := pool.QueryRow(ctx, `INSERT INTO edgesync_pipeline_state (slot, snapshot_state, updated_at) VALUES ($1, 'done', now())
+		ON CONFLICT (slot) DO UPDATE SET snapshot_state = 'done', snapshot_table = NULL, snapshot_after = NULL, updated_at = now()
+		RETURNING snapshot_edges`, slot).Scan(&n)
 	return n, err
 }
 

@@ -400,7 +400,7 @@ func (s *Service) publish(ctx context.Context, run Run) {
 	}
 	data, err := json.Marshal(run)
 	if err == nil {
-		err = s.cfg.Publish(ctx, s.cfg.SubjectPrefix+".reconcile.completed", data)
+		err = s.cfg.Publish(ctx, domain.Subjects{Prefix: s.cfg.SubjectPrefix}.ReconcileCompleted(), data)
 	}
 	if err != nil {
 		s.log.Warn("publish reconcile.completed", zap.String("run_id", run.ID), zap.Error(err))
