@@ -75,6 +75,9 @@ type Daemon struct {
 	recon    *reconcile.Service
 	overview *overview
 	icp      *mirror // nil when the ICP mirror is off
+
+	// created once, shared by the gallery tracker of every leadership term
+	galleryMetrics *gallerystatus.Metrics
 }
 
 // New connects to Postgres and NATS (starting the embedded server when no URL
@@ -151,6 +154,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 		return nil, err
 	}
 	d.metrics = NewMetrics(d.reg)
+	d.galleryMetrics = gallerystatus.NewMetrics(d.reg)
 	rc := ReconcileConfig(cfg)
 	if cfg.ICPURL != "" {
 		d.icp = newMirror(d)
@@ -306,7 +310,7 @@ func (d *Daemon) Run(parent context.Context) error {
 func (d *Daemon) lead(lctx context.Context) {
 	log := d.log.With(zap.String("component", "pipeline"))
 	hub := d.api.Events()
-	gallery := gallerystatus.New(galleryConfig(d.cfg), d.pool, jsPublish(d.js), d.log.With(zap.String("component", "gallerystatus")), d.reg)
+	gallery := gallerystatus.New(galleryConfig(d.cfg), d.pool, jsPublish(d.js), d.log.With(zap.String("component", "gallerystatus")), d.galleryMetrics)
 	// Changes noted by a previous leader were held in its memory: recheck.
 	gallery.RecheckAll()
 	var wg sync.WaitGroup
