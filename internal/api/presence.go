@@ -211,7 +211,7 @@ func (s *Server) memoryPresence(w http.ResponseWriter, r *http.Request) {
 		WHERE memory_id = $1 AND memory_type = $2::memory_type_t`, id, typ)
 	t, mapped := s.table(typ)
 	if mapped {
-		batch.Queue(`SELECT EXISTS (SELECT 1 FROM `+quoteTable(t.Name)+` WHERE id = $1::uuid)`, id)
+		batch.Queue(`SELECT EXISTS (SELECT 1 FROM `+t.Ident()+` WHERE id = $1::uuid)`, id)
 	}
 	br := s.pool.SendBatch(r.Context(), batch)
 	defer br.Close()
