@@ -165,7 +165,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	}
 	d.recon = reconcile.New(rc, d.pool, log.With(zap.String("component", "reconcile")), d.reg)
 	d.overview = newOverview(d.pool, d.reg, log)
-	d.overview.checks = d.backendChecks()
+	d.overview.health = api.NewHealth(d.backendChecks(), 0, log)
 	d.api = api.New(api.Config{AdminToken: cfg.AdminToken, Tables: cfg.Tables}, api.Deps{
 		Pool:       d.pool,
 		Logger:     log,
@@ -173,7 +173,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 		Metrics:    promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}),
 		Ready:      d.ready.Load,
 		Reconciler: d.recon,
-		Backends:   d.backendChecks(),
+		Health:     d.overview.health,
 	})
 	if cfg.AdminToken == "" {
 		log.Warn("EDGESYNC_ADMIN_TOKEN is empty: write and admin endpoints answer 403 until it is set")
@@ -192,7 +192,7 @@ func (d *Daemon) backendChecks() []api.BackendCheck {
 		{Name: "postgres", Check: api.PoolCheck(d.pool)},
 		{Name: "nats", Check: func(ctx context.Context) error {
 			if d.nc == nil || !d.nc.IsConnected() {
-				return errors.New("not connected")
+				return api.Unhealthy("not connected")
 			}
 			_, err := d.nc.RTT()
 			return err
@@ -222,7 +222,7 @@ func httpCheck(url string, want2xx bool) func(ctx context.Context) error {
 		}
 		resp.Body.Close()
 		if want2xx && resp.StatusCode/100 != 2 {
-			return fmt.Errorf("%s answered %s", url, resp.Status)
+			return api.Unhealthy("answered HTTP %d", resp.StatusCode)
 		}
 		return nil
 	}
