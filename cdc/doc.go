@@ -2,8 +2,9 @@
 // publication and slot, the pgoutput reader, the relation cache, the JSON row
 // images, and the confirm tracker that decides which LSN may be confirmed.
 //
-// It is the vocabulary of the project (Change, Txn, Relation, LSN) and imports
-// no other project package: only pgx, pglogrepl and zap.
+// It is the vocabulary of the replication stream (Change, Txn, Relation, LSN)
+// and imports no other project package but domain (the quoting of names):
+// otherwise only pgx, pglogrepl and zap.
 //
 // Invariant (DESIGN decision 2): the slot is confirmed only up to the end LSN of
 // the longest prefix of transactions whose every effect has been reported

@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/edgesync/edgesync/domain"
 )
 
 // Errors a person fixes on the server.
@@ -67,12 +69,14 @@ func CheckServer(ctx context.Context, q Querier, slot string) error {
 func EnsurePublication(ctx context.Context, q Querier, name string, tables []string) error {
 	var idents []string
 	for _, t := range tables {
-		var relid uint32
-		var replident string
+		var schema, rel, replident string
 		var hasPK bool
-		err := q.QueryRow(ctx, `SELECT c.oid, c.relreplident::text,
+		// The schema comes from the catalog: an unqualified name is where the
+		// search path finds it, not necessarily public.
+		err := q.QueryRow(ctx, `SELECT n.nspname, c.relname, c.relreplident::text,
 				EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
-			FROM pg_class c WHERE c.oid = to_regclass($1)`, t).Scan(&relid, &replident, &hasPK)
+			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE c.oid = to_regclass($1)`, t).Scan(&schema, &rel, &replident, &hasPK)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("%w: %s (check EDGESYNC_TABLES, or run `edgesync migrate --app-schema` for the reference schema)", ErrTableNotFound, t)
 		}
@@ -82,13 +86,13 @@ func EnsurePublication(ctx context.Context, q Querier, name string, tables []str
 		if replident == "n" || (replident == "d" && !hasPK) {
 			return fmt.Errorf("%w: %s has no primary key; add one or run ALTER TABLE %s REPLICA IDENTITY FULL", ErrNoIdentity, t, t)
 		}
-		idents = append(idents, quoteQualified(t))
+		idents = append(idents, domain.QuoteIdent(schema)+"."+domain.QuoteIdent(rel))
 	}
 	var exists bool
 	if err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", name).Scan(&exists); err != nil {
 		return fmt.Errorf("look up publication: %w", err)
 	}
-	pub := pgx.Identifier{name}.Sanitize()
+	pub := domain.QuoteIdent(name)
 	if !exists {
 		_, err := q.Exec(ctx, "CREATE PUBLICATION "+pub+" FOR TABLE "+strings.Join(idents, ", "))
 		if err != nil && !isCode(err, "42710") {
@@ -111,9 +115,23 @@ func EnsurePublication(ctx context.Context, q Querier, name string, tables []str
 	return nil
 }
 
-func quoteQualified(t string) string {
-	parts := strings.Split(t, ".")
-	return pgx.Identifier(parts).Sanitize()
+// ResolveTable returns a table's name as the catalog and pgoutput's Relation
+// messages spell it ("schema.table"). An unqualified name is resolved on the
+// search path, as the unqualified SQL of the migrations and the API is, so
+// storage_edges and gallery_items are matched where they really are, not
+// assumed to be in public.
+func ResolveTable(ctx context.Context, q Querier, name string) (string, error) {
+	var qualified string
+	err := q.QueryRow(ctx, `SELECT n.nspname || '.' || c.relname
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.oid = to_regclass($1)`, name).Scan(&qualified)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("%w: %s", ErrTableNotFound, name)
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up table %s: %w", name, err)
+	}
+	return qualified, nil
 }
 
 func isCode(err error, code string) bool {

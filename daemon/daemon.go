@@ -86,6 +86,9 @@ type Daemon struct {
 	recon    *reconcile.Service
 	overview *overview
 	icp      *mirror // nil when the ICP mirror is off
+
+	// created once, shared by the gallery tracker of every leadership term
+	galleryMetrics *gallerystatus.Metrics
 }
 
 // New connects to Postgres and NATS (starting the embedded server when no URL
@@ -171,6 +174,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	}
 	d.metrics = pipeline.NewMetrics(d.reg)
 	d.leaderG = newLeaderGauge(d.reg)
+	d.galleryMetrics = gallerystatus.NewMetrics(d.reg)
 	rc := ReconcileConfig(cfg)
 	if cfg.ICPURL != "" {
 		d.icp = newMirror(d)
@@ -181,7 +185,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	}
 	d.recon = reconcile.New(rc, d.pool, log.With(zap.String("component", "reconcile")), d.reg)
 	d.overview = newOverview(d.pool, d.reg, log)
-	d.overview.checks = d.backendChecks()
+	d.overview.health = api.NewHealth(d.backendChecks(), 0, log)
 	d.api = api.New(api.Config{AdminToken: cfg.AdminToken, Tables: cfg.Tables}, api.Deps{
 		Pool:       d.pool,
 		Logger:     log,
@@ -189,7 +193,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 		Metrics:    promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}),
 		Ready:      d.ready.Load,
 		Reconciler: d.recon,
-		Backends:   d.backendChecks(),
+		Health:     d.overview.health,
 	})
 	if cfg.AdminToken == "" {
 		log.Warn("EDGESYNC_ADMIN_TOKEN is empty: write and admin endpoints answer 403 until it is set")
@@ -208,7 +212,7 @@ func (d *Daemon) backendChecks() []api.BackendCheck {
 		{Name: "postgres", Check: api.PoolCheck(d.pool)},
 		{Name: "nats", Check: func(ctx context.Context) error {
 			if d.nc == nil || !d.nc.IsConnected() {
-				return errors.New("not connected")
+				return api.Unhealthy("not connected")
 			}
 			_, err := d.nc.RTT()
 			return err
@@ -238,7 +242,7 @@ func httpCheck(url string, want2xx bool) func(ctx context.Context) error {
 		}
 		resp.Body.Close()
 		if want2xx && resp.StatusCode/100 != 2 {
-			return fmt.Errorf("%s answered %s", url, resp.Status)
+			return api.Unhealthy("answered HTTP %d", resp.StatusCode)
 		}
 		return nil
 	}
@@ -354,7 +358,7 @@ func restart(ctx context.Context, log *zap.Logger, name string, run func(ctx con
 func (d *Daemon) lead(lctx context.Context) {
 	log := d.log.With(zap.String("component", "pipeline"))
 	hub := d.api.Events()
-	gallery := gallerystatus.New(galleryConfig(d.cfg), d.pool, jsPublish(d.js), d.log.With(zap.String("component", "gallerystatus")), d.reg)
+	gallery := gallerystatus.New(galleryConfig(d.cfg), d.pool, jsPublish(d.js), d.log.With(zap.String("component", "gallerystatus")), d.galleryMetrics)
 	// Changes noted by a previous leader were held in its memory: recheck.
 	gallery.RecheckAll()
 	g, ctx := errgroup.WithContext(lctx)

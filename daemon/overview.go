@@ -18,7 +18,7 @@ import (
 type overview struct {
 	pool     *pgxpool.Pool
 	log      *zap.Logger
-	checks   []api.BackendCheck
+	health   *api.Health // also answers GET /api/health/backends
 	every    time.Duration
 	edges    *prometheus.GaugeVec
 	bytes    *prometheus.GaugeVec
@@ -71,16 +71,15 @@ func (o *overview) Run(ctx context.Context) {
 }
 
 func (o *overview) checkBackends(ctx context.Context) {
-	for _, c := range o.checks {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		start := time.Now()
-		err := c.Check(cctx)
-		cancel()
-		o.latency.WithLabelValues(c.Name).Set(time.Since(start).Seconds())
-		if err != nil {
-			o.up.WithLabelValues(c.Name).Set(0)
+	if o.health == nil {
+		return
+	}
+	for _, st := range o.health.Check(ctx) {
+		o.latency.WithLabelValues(st.Name).Set(st.LatencyMS / 1000)
+		if st.OK {
+			o.up.WithLabelValues(st.Name).Set(1)
 		} else {
-			o.up.WithLabelValues(c.Name).Set(1)
+			o.up.WithLabelValues(st.Name).Set(0)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package migrations_test
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"sync"
 	"testing"
 
@@ -316,5 +317,54 @@ func TestViews_Semantics(t *testing.T) {
 	// The unique key holds.
 	if _, err := conn.Exec(ctx, `INSERT INTO storage_edges (memory_id, memory_type, artifact, backend) VALUES ($1,'image','asset','vercel-blob')`, imgWeb2); err == nil {
 		t.Error("duplicate edge accepted")
+	}
+}
+
+// TestViews_OneICPCompleteRule: the icp_complete rule is written only in
+// memory_presence; gallery_presence builds on it and still reads one
+// gallery's edges through ix_edges_memory (the view's conditions are pushed
+// into memory_presence), never by scanning storage_edges.
+func TestViews_OneICPCompleteRule(t *testing.T) {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pgtest.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var def string
+	if err := conn.QueryRow(ctx, `SELECT pg_get_viewdef('gallery_presence'::regclass)`).Scan(&def); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(def, "memory_presence") || strings.Contains(def, "storage_edges") {
+		t.Errorf("gallery_presence does not build on memory_presence alone:\n%s", def)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	// The tables are tiny here; without this the planner would rightly prefer
+	// a sequential scan and the test would say nothing about pushdown.
+	if _, err := tx.Exec(ctx, `SET LOCAL enable_seqscan = off`); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := tx.Query(ctx, `EXPLAIN SELECT * FROM gallery_presence WHERE gallery_id = '10000000-0000-0000-0000-000000000001'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan []string
+	for rows.Next() {
+		var l string
+		if err := rows.Scan(&l); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, l)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	p := strings.Join(plan, "\n")
+	if !strings.Contains(p, "ix_edges_memory") || strings.Contains(p, "Seq Scan on storage_edges") {
+		t.Errorf("gallery_presence does not look edges up per memory:\n%s", p)
 	}
 }

@@ -44,8 +44,10 @@ type consumer struct {
 
 func (p *Pipeline) consume(ctx context.Context, items <-chan cdc.Item, tr *cdc.Tracker, queue *cdc.Budget, es edgeSink, ev eventSink) error {
 	maxBody := int(p.js.Conn().MaxPayload()) - 4096
-	r := NewRouter(RouterConfig{Slot: p.cfg.Slot, SubjectPrefix: p.cfg.SubjectPrefix, Tables: p.cfg.Tables, MaxBody: maxBody,
-		Counter: func(table, op string) prometheus.Counter { return p.metrics.Events.WithLabelValues(table, op) }})
+	rc := p.routerConfig()
+	rc.MaxBody = maxBody
+	rc.Counter = func(table, op string) prometheus.Counter { return p.metrics.Events.WithLabelValues(table, op) }
+	r := NewRouter(rc)
 	c := &consumer{p: p, router: r, edges: es, events: ev, tracker: tr}
 	for {
 		select {

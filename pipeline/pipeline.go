@@ -82,6 +82,13 @@ type Pipeline struct {
 	log     *zap.Logger
 	metrics *Metrics
 	hooks   Hooks
+	// storage_edges and gallery_items as pgoutput names them (prepare).
+	edgesTable, itemsTable string
+}
+
+func (p *Pipeline) routerConfig() RouterConfig {
+	return RouterConfig{Slot: p.cfg.Slot, SubjectPrefix: p.cfg.SubjectPrefix, Tables: p.cfg.Tables,
+		EdgesTable: p.edgesTable, ItemsTable: p.itemsTable}
 }
 
 // New returns a pipeline; it connects nothing.
@@ -108,7 +115,7 @@ func (p *Pipeline) publishedTables() []string {
 	for _, t := range p.cfg.Tables {
 		out = append(out, t.Name)
 	}
-	return append(out, "gallery_items", "storage_edges")
+	return append(out, domain.GalleryItemsTable, domain.EdgesTable)
 }
 
 // Run is one session. It returns when ctx ends (nil, after draining) or on
@@ -160,6 +167,14 @@ func (p *Pipeline) prepare(ctx context.Context) (slot cdc.SlotInfo, st state, lo
 		return
 	}
 	if err = cdc.EnsurePublication(ctx, p.pool, p.cfg.Publication, p.publishedTables()); err != nil {
+		return
+	}
+	// storage_edges and gallery_items are where the search path finds
+	// them, not necessarily in public.
+	if p.edgesTable, err = cdc.ResolveTable(ctx, p.pool, domain.EdgesTable); err != nil {
+		return
+	}
+	if p.itemsTable, err = cdc.ResolveTable(ctx, p.pool, domain.GalleryItemsTable); err != nil {
 		return
 	}
 	if err = p.warnForeignTables(ctx); err != nil {
@@ -378,7 +393,7 @@ func (p *Pipeline) warnForeignTables(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r := NewRouter(RouterConfig{Tables: p.cfg.Tables})
+	r := NewRouter(p.routerConfig())
 	for _, n := range names {
 		if !r.Known(n) {
 			p.log.Warn("publication contains a table edgesync does not handle; its changes are skipped (remove it: ALTER PUBLICATION ... DROP TABLE)",

@@ -99,6 +99,10 @@ type RouterConfig struct {
 	Now func() time.Time
 	// Counter, when set, returns the per-table, per-op change counter.
 	Counter func(table, op string) prometheus.Counter
+	// EdgesTable and ItemsTable are storage_edges and gallery_items as
+	// pgoutput names them ("schema.table", found on the search path);
+	// empty: in the default schema.
+	EdgesTable, ItemsTable string
 }
 
 // NewRouter returns a router.
@@ -108,6 +112,12 @@ func NewRouter(c RouterConfig) *Router {
 		maxBody: c.MaxBody, now: c.Now, counter: c.Counter, rels: map[uint32]*relInfo{}}
 	for _, t := range c.Tables {
 		r.tables[t.Qualified()] = t
+	}
+	if c.EdgesTable != "" {
+		r.edges = c.EdgesTable
+	}
+	if c.ItemsTable != "" {
+		r.items = c.ItemsTable
 	}
 	if r.maxBody <= 0 {
 		r.maxBody = 1<<20 - 4096

@@ -32,7 +32,9 @@ type env struct {
 	t    *testing.T
 	pool *pgxpool.Pool
 	url  string
-	reg  *prometheus.Registry
+	reg  *prometheus.Registry // the first service's registry
+
+	served bool
 }
 
 func newEnv(t *testing.T) *env {
@@ -49,7 +51,13 @@ func (e *env) service(mutate func(*Config)) *Service {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	s := New(cfg, e.pool, zaptest.NewLogger(e.t, zaptest.Level(zap.WarnLevel)), e.reg)
+	// A registry holds one Service's metrics: later services get a fresh one.
+	reg := e.reg
+	if e.served {
+		reg = prometheus.NewRegistry()
+	}
+	e.served = true
+	s := New(cfg, e.pool, zaptest.NewLogger(e.t, zaptest.Level(zap.WarnLevel)), reg)
 	e.t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/edgesync/edgesync/domain"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/edgesync/edgesync/domain"
 )
 
 // LegacyColumn is a boolean column of a memory table that, when true, says

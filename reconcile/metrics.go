@@ -1,7 +1,6 @@
 package reconcile
 
 import (
-	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +22,9 @@ type metrics struct {
 	duration prometheus.Histogram
 }
 
+// newMetrics builds a Service's metrics and registers them on reg (nil:
+// unregistered, as for one-shot CLI runs). A second Service needs its own
+// registry.
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -39,9 +41,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.05, 2, 12), // 50ms .. ~100s
 		}),
 	}
-	m.runs = register(reg, m.runs)
-	m.found = register(reg, m.found)
-	m.duration = register(reg, m.duration)
+	if reg != nil {
+		reg.MustRegister(m.runs, m.found, m.duration)
+	}
 	// Zero series exist from the start, so a rate() over them is defined
 	// before the first finding.
 	for _, r := range []string{"ok", "error", "dry_run"} {
@@ -51,23 +53,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.found.WithLabelValues(k)
 	}
 	return m
-}
-
-// register adds c to reg, reusing an identical collector already registered
-// (a second Service on the same registry, as in tests).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }
 
 func (m *metrics) observe(rep *Report, err error, d time.Duration) {

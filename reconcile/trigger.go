@@ -79,20 +79,25 @@ func (s *Service) ServeNATS(ctx context.Context, nc *nats.Conn, subject string) 
 	return nil
 }
 
+// handleRequest answers one request. Replies go to whoever may publish on
+// the subject, so they carry fixed words and codes, never an error's own
+// text (which can name tables, hosts or SQL); the log has that.
 func (s *Service) handleRequest(ctx context.Context, body []byte) natsReply {
 	var req natsRequest
 	if len(bytes.TrimSpace(body)) > 0 {
 		if err := json.Unmarshal(body, &req); err != nil {
-			return natsReply{Error: `the request body must be JSON like {"dry_run": true}: ` + err.Error(), Code: "bad_request"}
+			return natsReply{Error: `the request body must be empty or JSON like {"dry_run": true}`, Code: "bad_request"}
 		}
 	}
 	id, err := s.Start(ctx, TriggerNATS, req.DryRun)
 	switch {
 	case errors.Is(err, ErrAlreadyRunning):
 		return natsReply{Error: ErrAlreadyRunning.Error(), Code: "already_running"}
+	case errors.Is(err, ErrShuttingDown):
+		return natsReply{Error: "this instance is shutting down; ask again", Code: "unavailable"}
 	case err != nil:
 		s.log.Error("start a reconcile run for a NATS request", zap.Error(err))
-		return natsReply{Error: err.Error(), Code: "internal"}
+		return natsReply{Error: "the run could not be started; the daemon's log says why", Code: "internal"}
 	}
 	return natsReply{RunID: id, Status: "started"}
 }

@@ -262,8 +262,8 @@ func TestService_ServeNATS(t *testing.T) {
 	if run := wait(r.RunID); run.DryRun {
 		t.Error("an empty request started a dry run")
 	}
-	if r := request(`{"dry_run": yes}`); r.Code != "bad_request" || r.Error == "" {
-		t.Errorf("bad JSON reply = %+v", r)
+	if r := request(`{"dry_run": yes}`); r.Code != "bad_request" || r.Error == "" || strings.Contains(r.Error, "invalid character") {
+		t.Errorf("bad JSON reply = %+v (want fixed words, not the decoder's message)", r)
 	}
 
 	block.Store(true)
@@ -273,6 +273,15 @@ func TestService_ServeNATS(t *testing.T) {
 	}
 	close(release)
 	wait(first.RunID)
+
+	// A failure inside (here the runs table is gone) is answered without
+	// its internals: no table name, no SQL state, no driver text.
+	e.exec(`ALTER TABLE reconcile_runs RENAME TO reconcile_runs_hidden`)
+	if r := request(`{}`); r.Code != "internal" || r.Error == "" ||
+		strings.Contains(r.Error, "reconcile_runs") || strings.Contains(r.Error, "SQLSTATE") || strings.Contains(r.Error, "relation") {
+		t.Errorf("reply to a failing start = %+v", r)
+	}
+	e.exec(`ALTER TABLE reconcile_runs_hidden RENAME TO reconcile_runs`)
 
 	cancel()
 	if err := <-served; err != nil {

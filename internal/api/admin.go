@@ -1,12 +1,10 @@
 package api
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/edgesync/edgesync/domain"
@@ -72,58 +70,33 @@ func (s *Server) getReconcile(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, run)
 }
 
-// BackendStatus is one backend's answer in GET /api/health/backends.
-type BackendStatus struct {
-	Name      string  `json:"name"`
-	OK        bool    `json:"ok"`
-	Error     string  `json:"error,omitempty"`
-	LatencyMS float64 `json:"latency_ms"`
-}
-
-// backendCheckTimeout bounds one check, so one hung backend cannot use up the
-// whole handler deadline and hide the others' answers.
-const backendCheckTimeout = 3 * time.Second
-
+// backends answers from the last periodic check (see Health); before the
+// first one every backend is reported as not checked yet.
 func (s *Server) backends(w http.ResponseWriter, r *http.Request) {
-	out := make([]BackendStatus, len(s.deps.Backends))
-	var wg sync.WaitGroup
-	for i, b := range s.deps.Backends {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out[i] = s.check(r.Context(), b)
-		}()
+	var out []BackendStatus
+	var at time.Time
+	if s.deps.Health != nil {
+		out, at = s.deps.Health.Last()
+		if at.IsZero() {
+			for _, c := range s.deps.Health.checks {
+				out = append(out, BackendStatus{Name: c.Name, Error: "not checked yet"})
+			}
+		}
 	}
-	wg.Wait()
 	status := http.StatusOK
 	for _, b := range out {
 		if !b.OK {
 			status = http.StatusServiceUnavailable
 		}
 	}
-	writeJSON(w, status, struct {
-		Backends []BackendStatus `json:"backends"`
-	}{out})
-}
-
-func (s *Server) check(ctx context.Context, b BackendCheck) (st BackendStatus) {
-	st.Name = b.Name
-	ctx, cancel := context.WithTimeout(ctx, backendCheckTimeout)
-	defer cancel()
-	start := time.Now()
-	defer func() {
-		// A panicking check is a down backend, not a crashed request.
-		if v := recover(); v != nil {
-			st.OK, st.Error = false, fmt.Sprint("check panicked: ", v)
-		}
-		st.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
-	}()
-	if err := b.Check(ctx); err != nil {
-		st.Error = err.Error()
-		return st
+	var checkedAt *time.Time
+	if !at.IsZero() {
+		checkedAt = &at
 	}
-	st.OK = true
-	return st
+	writeJSON(w, status, struct {
+		CheckedAt *time.Time      `json:"checked_at"`
+		Backends  []BackendStatus `json:"backends"`
+	}{checkedAt, out})
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

@@ -245,7 +245,7 @@ func (s *Server) putEdge(w http.ResponseWriter, r *http.Request) {
 	q := `INSERT INTO storage_edges AS e (memory_id, memory_type, artifact, backend, present, location,
 			content_hash, size_bytes, sync_state, sync_error, last_synced_at)
 		SELECT $1::uuid, $2::memory_type_t, $3::artifact_t, $4::backend_t, $5, $6, $7, $8, $9::sync_t, $10, $11
-		WHERE EXISTS (SELECT 1 FROM ` + quoteTable(t.Name) + ` m WHERE m.id = $1::uuid)
+		WHERE EXISTS (SELECT 1 FROM ` + t.Ident() + ` m WHERE m.id = $1::uuid)
 		ON CONFLICT ON CONSTRAINT storage_edges_key DO UPDATE SET
 			present = EXCLUDED.present, location = EXCLUDED.location, content_hash = EXCLUDED.content_hash,
 			size_bytes = EXCLUDED.size_bytes, sync_state = EXCLUDED.sync_state, sync_error = EXCLUDED.sync_error,
@@ -263,9 +263,3 @@ func (s *Server) putEdge(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, e)
 }
-
-// quoteTable quotes a possibly schema-qualified table name.
-func quoteTable(name string) string { return pgx.Identifier(strings.Split(name, ".")).Sanitize() }
-
-// quoteCol quotes one column name.
-func quoteCol(name string) string { return pgx.Identifier{name}.Sanitize() }

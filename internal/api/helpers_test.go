@@ -40,6 +40,7 @@ type fakeReconciler struct {
 	mu       sync.Mutex
 	running  bool
 	panicky  bool
+	block    bool // Get waits for its context to end
 	runs     map[string]reconcile.Run
 	lastDry  bool
 	lastTrig string
@@ -64,6 +65,13 @@ func (f *fakeReconciler) Start(ctx context.Context, trigger string, dryRun bool)
 }
 
 func (f *fakeReconciler) Get(ctx context.Context, id string) (reconcile.Run, error) {
+	f.mu.Lock()
+	block := f.block
+	f.mu.Unlock()
+	if block {
+		<-ctx.Done()
+		return reconcile.Run{}, ctx.Err()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r, ok := f.runs[id]

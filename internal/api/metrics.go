@@ -1,7 +1,6 @@
 package api
 
 import (
-	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +14,8 @@ type metrics struct {
 	sseDropped prometheus.Counter
 }
 
+// newMetrics builds the server's metrics and registers them on reg (nil:
+// unregistered). A second Server needs its own registry.
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -34,30 +35,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edgesync_sse_dropped_total", Help: "Stream clients dropped for falling behind.",
 		}),
 	}
-	if reg == nil {
-		return m
+	if reg != nil {
+		reg.MustRegister(m.requests, m.duration, m.panics, m.sseClients, m.sseDropped)
 	}
-	m.requests = register(reg, m.requests)
-	m.duration = register(reg, m.duration)
-	m.panics = register(reg, m.panics)
-	m.sseClients = register(reg, m.sseClients)
-	m.sseDropped = register(reg, m.sseDropped)
 	return m
-}
-
-// register registers c, or reuses the collector already registered under the
-// same name (a second Server on one registry, as in tests).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err) // a name clash with another collector is a programming error
-	}
-	return c
 }
 
 func (m *metrics) observe(route string, code int, d time.Duration) {

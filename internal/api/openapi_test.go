@@ -35,7 +35,7 @@ func TestRoutes_MatchOpenAPI(t *testing.T) {
 	}
 	served := map[string]bool{}
 	for _, r := range routeTable() {
-		served[r.method+" "+r.path] = r.write
+		served[r.method+" "+r.path] = r.token
 	}
 	var missing, extra, auth []string
 	for k, write := range served {

@@ -80,26 +80,26 @@ FROM gallery_presence gp
 WHERE gp.gallery_id = $1 AND NOT EXISTS (SELECT 1 FROM t) AND NOT EXISTS (SELECT 1 FROM m)`
 
 // galleryItemsSQL reads one page of items in primary key order (an index
-// range scan) and each item's edges through ix_edges_memory.
+// range scan), each item's presence from memory_presence (the one place the
+// icp_complete rule is written; the item's keys are pushed into the view, so
+// it reads that memory's edges through ix_edges_memory) and the sum of its
+// sync states from its edges.
 const galleryItemsSQL = `
 SELECT gi.memory_id, gi.memory_type, gi.position,
        coalesce(p.meta_neon, false), coalesce(p.asset_blob, false), coalesce(p.meta_icp, false),
-       coalesce(p.asset_icp, false), coalesce(p.icp_complete, false), coalesce(p.sync_state, 'idle')
+       coalesce(p.asset_icp, false), coalesce(p.icp_complete, false),
+       CASE WHEN ss.failed THEN 'failed' WHEN ss.migrating THEN 'migrating' ELSE 'idle' END
 FROM gallery_items gi
 LEFT JOIN LATERAL (
-	SELECT bool_or(e.artifact = 'metadata' AND e.backend = 'neon-db' AND e.present)      AS meta_neon,
-	       bool_or(e.artifact = 'asset' AND e.backend = 'vercel-blob' AND e.present)     AS asset_blob,
-	       bool_or(e.artifact = 'metadata' AND e.backend = 'icp-canister' AND e.present) AS meta_icp,
-	       bool_or(e.artifact = 'asset' AND e.backend = 'icp-canister' AND e.present)    AS asset_icp,
-	       bool_or(e.artifact = 'metadata' AND e.backend = 'icp-canister' AND e.present)
-	         AND (NOT bool_or(e.artifact = 'asset' AND (e.present OR e.backend = 'icp-canister'))
-	              OR bool_or(e.artifact = 'asset' AND e.backend = 'icp-canister' AND e.present)) AS icp_complete,
-	       CASE WHEN bool_or(e.sync_state = 'failed') THEN 'failed'
-	            WHEN bool_or(e.sync_state = 'migrating') THEN 'migrating'
-	            ELSE 'idle' END AS sync_state
-	FROM storage_edges e
-	WHERE e.memory_id = gi.memory_id AND e.memory_type = gi.memory_type
+	SELECT mp.meta_neon, mp.asset_blob, mp.meta_icp, mp.asset_icp, mp.icp_complete
+	FROM memory_presence mp
+	WHERE mp.memory_id = gi.memory_id AND mp.memory_type = gi.memory_type
 ) p ON true
+LEFT JOIN LATERAL (
+	SELECT bool_or(e.sync_state = 'failed') AS failed, bool_or(e.sync_state = 'migrating') AS migrating
+	FROM storage_edges e
+	WHERE e.memory_id = gi.memory_id AND e.memory_type = gi.memory_type AND e.sync_state <> 'idle'
+) ss ON true
 WHERE gi.gallery_id = $1
 %s
 ORDER BY gi.memory_id, gi.memory_type
@@ -199,29 +199,6 @@ func (s *Server) galleryPresence(w http.ResponseWriter, r *http.Request) {
 	}{g, items, next})
 }
 
-// presenceOf computes a memory's presence from its edges exactly as the
-// memory_presence view does.
-func presenceOf(edges []Edge) Presence {
-	var p Presence
-	anyAsset := false
-	for _, e := range edges {
-		switch {
-		case e.Artifact == domain.ArtifactMetadata && e.Backend == domain.BackendNeon:
-			p.MetaNeon = p.MetaNeon || e.Present
-		case e.Artifact == domain.ArtifactAsset && e.Backend == domain.BackendBlob:
-			p.AssetBlob = p.AssetBlob || e.Present
-		case e.Artifact == domain.ArtifactMetadata && e.Backend == domain.BackendICP:
-			p.MetaICP = p.MetaICP || e.Present
-		case e.Artifact == domain.ArtifactAsset && e.Backend == domain.BackendICP:
-			p.AssetICP = p.AssetICP || e.Present
-		}
-		// As the view: an asset present anywhere, or one on (or going to) ICP.
-		anyAsset = anyAsset || (e.Artifact == domain.ArtifactAsset && (e.Present || e.Backend == domain.BackendICP))
-	}
-	p.ICPComplete = p.MetaICP && (!anyAsset || p.AssetICP)
-	return p
-}
-
 func (s *Server) memoryPresence(w http.ResponseWriter, r *http.Request) {
 	typ, id, ok := memoryPath(w, r)
 	if !ok {
@@ -230,9 +207,11 @@ func (s *Server) memoryPresence(w http.ResponseWriter, r *http.Request) {
 	batch := &pgx.Batch{}
 	batch.Queue(`SELECT `+edgeColumns+` FROM storage_edges WHERE memory_id = $1 AND memory_type = $2::memory_type_t
 		ORDER BY artifact, backend`, id, typ)
+	batch.Queue(`SELECT meta_neon, asset_blob, meta_icp, asset_icp, icp_complete FROM memory_presence
+		WHERE memory_id = $1 AND memory_type = $2::memory_type_t`, id, typ)
 	t, mapped := s.table(typ)
 	if mapped {
-		batch.Queue(`SELECT EXISTS (SELECT 1 FROM `+quoteTable(t.Name)+` WHERE id = $1::uuid)`, id)
+		batch.Queue(`SELECT EXISTS (SELECT 1 FROM `+t.Ident()+` WHERE id = $1::uuid)`, id)
 	}
 	br := s.pool.SendBatch(r.Context(), batch)
 	defer br.Close()
@@ -244,6 +223,13 @@ func (s *Server) memoryPresence(w http.ResponseWriter, r *http.Request) {
 	edges, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Edge, error) { return scanEdge(row) })
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("memory edges: %w", err))
+		return
+	}
+	// No edges, no presence row: every flag stays false.
+	var p Presence
+	err = br.QueryRow().Scan(&p.MetaNeon, &p.AssetBlob, &p.MetaICP, &p.AssetICP, &p.ICPComplete)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		s.fail(w, r, fmt.Errorf("memory presence: %w", err))
 		return
 	}
 	exists := false
@@ -263,7 +249,7 @@ func (s *Server) memoryPresence(w http.ResponseWriter, r *http.Request) {
 		Exists     bool     `json:"exists"`
 		Presence   Presence `json:"presence"`
 		Edges      []Edge   `json:"edges"`
-	}{id, typ, exists, presenceOf(edges), edges})
+	}{id, typ, exists, p, edges})
 }
 
 // memoryPath validates the {type} and {id} of a memory route, answering 400

@@ -10,22 +10,22 @@ import (
 type route struct {
 	method  string
 	path    string // net/http pattern path; {name} segments as in OpenAPI
-	write   bool   // needs the admin token
+	token   bool   // needs the admin token: every write and every admin route
 	stream  bool   // long-lived: no handler deadline, no body
 	handler func(s *Server, w http.ResponseWriter, r *http.Request)
 }
 
 func routeTable() []route {
 	return []route{
-		{method: http.MethodPut, path: "/api/storage/edges", write: true, handler: (*Server).putEdge},
+		{method: http.MethodPut, path: "/api/storage/edges", token: true, handler: (*Server).putEdge},
 		{method: http.MethodGet, path: "/api/galleries/{id}/presence", handler: (*Server).galleryPresence},
 		{method: http.MethodGet, path: "/api/memories/{type}/{id}/presence", handler: (*Server).memoryPresence},
 		{method: http.MethodGet, path: "/api/storage/sync-status", handler: (*Server).syncStatus},
 		{method: http.MethodGet, path: "/api/storage/sync-status/stream", stream: true, handler: (*Server).syncStream},
-		{method: http.MethodPost, path: "/api/galleries/{id}/store-forever", write: true, handler: (*Server).storeForeverGallery},
-		{method: http.MethodPost, path: "/api/memories/{type}/{id}/store-forever", write: true, handler: (*Server).storeForeverMemory},
-		{method: http.MethodPost, path: "/admin/reconcile", write: true, handler: (*Server).startReconcile},
-		{method: http.MethodGet, path: "/admin/reconcile/{run_id}", handler: (*Server).getReconcile},
+		{method: http.MethodPost, path: "/api/galleries/{id}/store-forever", token: true, handler: (*Server).storeForeverGallery},
+		{method: http.MethodPost, path: "/api/memories/{type}/{id}/store-forever", token: true, handler: (*Server).storeForeverMemory},
+		{method: http.MethodPost, path: "/admin/reconcile", token: true, handler: (*Server).startReconcile},
+		{method: http.MethodGet, path: "/admin/reconcile/{run_id}", token: true, handler: (*Server).getReconcile},
 		{method: http.MethodGet, path: "/api/health/backends", handler: (*Server).backends},
 		{method: http.MethodGet, path: "/healthz", handler: (*Server).healthz},
 		{method: http.MethodGet, path: "/readyz", handler: (*Server).readyz},
@@ -42,7 +42,7 @@ func (s *Server) routes() http.Handler {
 			h = s.withDeadline(h)
 		}
 		h = s.withBodyLimit(h)
-		if rt.write {
+		if rt.token {
 			h = s.withToken(h)
 		}
 		mux.Handle(rt.method+" "+rt.path, h)

@@ -68,7 +68,9 @@ type Deps struct {
 	// Reconciler may be nil (no reconcile on this instance): the admin
 	// reconcile routes then answer 503.
 	Reconciler Reconciler
-	Backends   []BackendCheck
+	// Health answers GET /api/health/backends from its last check; nil:
+	// no backends are reported.
+	Health *Health
 }
 
 // Server is the HTTP API. Build it with New; serve Handler or HTTPServer.

@@ -15,7 +15,8 @@ import (
 
 func TestServer_StatusCodes(t *testing.T) {
 	e := newEnv(t, func(c *Config, d *Deps) {
-		d.Backends = []BackendCheck{{Name: "postgres", Check: PoolCheck(d.Pool)}}
+		d.Health = NewHealth([]BackendCheck{{Name: "postgres", Check: PoolCheck(d.Pool)}}, 0, nil)
+		d.Health.Check(context.Background())
 	})
 	img := e.image(ptr("https://blob.example/a.jpg"))
 	gal := e.gallery([2]string{img, "image"})
@@ -93,9 +94,11 @@ func TestServer_StatusCodes(t *testing.T) {
 		{"reconcile running", "POST", "/admin/reconcile", testToken, nil, 409, "conflict"},
 		{"reconcile bad dry_run", "POST", "/admin/reconcile?dry_run=maybe", testToken, nil, 400, "bad_request"},
 		{"reconcile no token", "POST", "/admin/reconcile", "", nil, 401, "unauthorized"},
-		{"reconcile get", "GET", "/admin/reconcile/" + runID, "", nil, 200, ""},
-		{"reconcile get unknown", "GET", "/admin/reconcile/" + missing, "", nil, 404, "not_found"},
-		{"reconcile get bad id", "GET", "/admin/reconcile/42", "", nil, 400, "bad_request"},
+		{"reconcile get", "GET", "/admin/reconcile/" + runID, testToken, nil, 200, ""},
+		{"reconcile get no token", "GET", "/admin/reconcile/" + runID, "", nil, 401, "unauthorized"},
+		{"reconcile get wrong token", "GET", "/admin/reconcile/" + runID, "nope", nil, 401, "unauthorized"},
+		{"reconcile get unknown", "GET", "/admin/reconcile/" + missing, testToken, nil, 404, "not_found"},
+		{"reconcile get bad id", "GET", "/admin/reconcile/42", testToken, nil, 400, "bad_request"},
 		{"backends", "GET", "/api/health/backends", "", nil, 200, ""},
 		{"healthz", "GET", "/healthz", "", nil, 200, ""},
 		{"readyz", "GET", "/readyz", "", nil, 200, ""},
@@ -135,15 +138,18 @@ func TestServer_StatusCodesOtherConfigs(t *testing.T) {
 		{"no token configured", func(c *Config, d *Deps) { c.AdminToken = "" }, nil, "PUT", "/api/storage/edges", "anything", 403, "forbidden"},
 		{"no token configured admin", func(c *Config, d *Deps) { c.AdminToken = "" }, nil, "POST", "/admin/reconcile", "", 403, "forbidden"},
 		{"no reconciler", func(c *Config, d *Deps) { d.Reconciler = nil }, nil, "POST", "/admin/reconcile", testToken, 503, "unavailable"},
-		{"no reconciler get", func(c *Config, d *Deps) { d.Reconciler = nil }, nil, "GET", "/admin/reconcile/" + uuid.NewString(), "", 503, "unavailable"},
+		{"no reconciler get", func(c *Config, d *Deps) { d.Reconciler = nil }, nil, "GET", "/admin/reconcile/" + uuid.NewString(), testToken, 503, "unavailable"},
+		{"no token configured admin get", func(c *Config, d *Deps) { c.AdminToken = "" }, nil, "GET", "/admin/reconcile/" + uuid.NewString(), "", 403, "forbidden"},
 		{"reconcile starts", nil, nil, "POST", "/admin/reconcile?dry_run=true", testToken, 202, ""},
 		{"panic is a 500", nil, func(e *env) { e.rec.panicky = true }, "POST", "/admin/reconcile", testToken, 500, "internal"},
 		{"not ready", func(c *Config, d *Deps) { d.Ready = func() bool { return false } }, nil, "GET", "/readyz", "", 503, ""},
 		{"backend down", func(c *Config, d *Deps) {
-			d.Backends = []BackendCheck{{Name: "ok", Check: func(context.Context) error { return nil }}, {Name: "icp", Check: func(context.Context) error { return down }}}
+			d.Health = NewHealth([]BackendCheck{{Name: "ok", Check: func(context.Context) error { return nil }}, {Name: "icp", Check: func(context.Context) error { return down }}}, 0, nil)
+			d.Health.Check(context.Background())
 		}, nil, "GET", "/api/health/backends", "", 503, ""},
 		{"backend check panics", func(c *Config, d *Deps) {
-			d.Backends = []BackendCheck{{Name: "bad", Check: func(context.Context) error { panic("boom") }}}
+			d.Health = NewHealth([]BackendCheck{{Name: "bad", Check: func(context.Context) error { panic("boom") }}}, 0, nil)
+			d.Health.Check(context.Background())
 		}, nil, "GET", "/api/health/backends", "", 503, ""},
 	}
 	for _, tc := range tests {
@@ -176,7 +182,7 @@ func TestServer_ReconcileStart(t *testing.T) {
 	if !e.rec.lastDry || e.rec.lastTrig != "http" {
 		t.Fatalf("reconciler got dry=%v trigger=%q", e.rec.lastDry, e.rec.lastTrig)
 	}
-	status, body, _ = e.do("GET", "/admin/reconcile/"+id, "", nil)
+	status, body, _ = e.do("GET", "/admin/reconcile/"+id, testToken, nil)
 	if status != 200 || body["run_id"] != id || body["state"] != "running" {
 		t.Fatalf("get run: %d %v", status, body)
 	}
@@ -202,12 +208,14 @@ func TestServer_RequestID(t *testing.T) {
 
 func TestServer_HandlerDeadline(t *testing.T) {
 	e := newEnv(t, func(c *Config, d *Deps) { c.HandlerTimeout = 50 * time.Millisecond })
-	// A backend check that outlives the handler deadline: it is cut, and the
-	// answer still comes (503, the backend is reported down).
-	e.srv.deps.Backends = []BackendCheck{{Name: "slow", Check: func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }}}
+	// A reconciler that outlives the handler deadline: it is cut, and the
+	// answer still comes (503 timeout).
+	e.rec.mu.Lock()
+	e.rec.block = true
+	e.rec.mu.Unlock()
 	start := time.Now()
-	status, body, _ := e.do("GET", "/api/health/backends", "", nil)
-	if status != 503 || time.Since(start) > 2*time.Second {
+	status, body, _ := e.do("GET", "/admin/reconcile/"+uuid.NewString(), testToken, nil)
+	if status != 503 || errCode(body) != "timeout" || time.Since(start) > 2*time.Second {
 		t.Fatalf("status %d after %s: %v", status, time.Since(start), body)
 	}
 }

@@ -58,9 +58,9 @@ SELECT (SELECT count(*) FROM m), NULL, NULL`
 func (s *Server) storeForever(ctx context.Context, tx pgx.Tx, t domain.Table, selector string, args ...any) (map[string][]string, int, error) {
 	hasAsset := "false"
 	if t.URLColumn != "" {
-		hasAsset = "t." + quoteCol(t.URLColumn) + " IS NOT NULL"
+		hasAsset = "t." + domain.QuoteIdent(t.URLColumn) + " IS NOT NULL"
 	}
-	q := fmt.Sprintf(storeForeverSQL, quoteTable(t.Name), hasAsset, selector)
+	q := fmt.Sprintf(storeForeverSQL, t.Ident(), hasAsset, selector)
 	rows, err := tx.Query(ctx, q, append([]any{t.MemoryType}, args...)...)
 	if err != nil {
 		return nil, 0, err

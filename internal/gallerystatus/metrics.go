@@ -1,20 +1,23 @@
 package gallerystatus
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-type metrics struct {
+// Metrics are the tracker's collectors. The daemon builds a tracker on every
+// leadership term, so it creates these once per process and hands them to
+// each New.
+type Metrics struct {
 	refresh   prometheus.Histogram
 	events    prometheus.Counter
 	errors    prometheus.Counter
 	overflows prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
+// NewMetrics builds the tracker's metrics and registers them on reg (nil:
+// unregistered). Registering twice on one registry panics: create them once.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
 		refresh: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "edgesync_gallery_mv_refresh_seconds",
 			Help:    "Duration of gallery_presence_mv refreshes.",
@@ -31,23 +34,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		m.refresh = register(reg, m.refresh)
-		m.events = register(reg, m.events)
-		m.errors = register(reg, m.errors)
-		m.overflows = register(reg, m.overflows)
+		reg.MustRegister(m.refresh, m.events, m.errors, m.overflows)
 	}
 	return m
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err) // a clash with another collector's name is a programming error
-	}
-	return c
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/edgesync/edgesync/domain"
@@ -63,7 +62,7 @@ type Tracker struct {
 	pool    *pgxpool.Pool
 	publish PublishFunc
 	log     *zap.Logger
-	m       *metrics
+	m       *Metrics
 	subject string
 
 	mu        sync.Mutex
@@ -75,8 +74,8 @@ type Tracker struct {
 	lastErrLog time.Time
 }
 
-// New builds a tracker; it does no I/O.
-func New(cfg Config, pool *pgxpool.Pool, publish PublishFunc, logger *zap.Logger, reg prometheus.Registerer) *Tracker {
+// New builds a tracker; it does no I/O. m may be nil (unregistered metrics).
+func New(cfg Config, pool *pgxpool.Pool, publish PublishFunc, logger *zap.Logger, m *Metrics) *Tracker {
 	if cfg.SubjectPrefix == "" {
 		cfg.SubjectPrefix = "edgesync"
 	}
@@ -92,12 +91,15 @@ func New(cfg Config, pool *pgxpool.Pool, publish PublishFunc, logger *zap.Logger
 	if logger == nil {
 		logger = zap.NewNop()
 	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
 	return &Tracker{
 		cfg:       cfg,
 		pool:      pool,
 		publish:   publish,
 		log:       logger.With(zap.String("component", "gallerystatus")),
-		m:         newMetrics(reg),
+		m:         m,
 		subject:   cfg.SubjectPrefix + ".gallery.status",
 		memories:  map[MemoryKey]struct{}{},
 		galleries: map[string]struct{}{},

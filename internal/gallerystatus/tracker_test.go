@@ -113,7 +113,7 @@ func start(t *testing.T, cfg Config, pool *pgxpool.Pool, pub PublishFunc) *Track
 	if cfg.MVRefreshEvery == 0 {
 		cfg.MVRefreshEvery = 20 * time.Millisecond
 	}
-	tr := New(cfg, pool, pub, nil, prometheus.NewRegistry())
+	tr := New(cfg, pool, pub, nil, NewMetrics(prometheus.NewRegistry()))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- tr.Run(ctx) }()

@@ -29,6 +29,12 @@ type Op struct {
 	// null URL now must leave a not-present asset edge, as it would have had
 	// the changes been written one by one.
 	hadURL bool
+	// fresh: the memory was deleted earlier in the batch and then
+	// re-created. Its edges are deleted first and then written as this op
+	// says, as a one-by-one replay would leave them: nothing of the old
+	// edges (content hash, sync state, a stale asset edge, ICP edges under
+	// the delete policy) survives into the new memory's edges.
+	fresh bool
 }
 
 // Stats counts what a write did.
@@ -71,7 +77,9 @@ func NewWriter(pool *pgxpool.Pool, cfg Config) *Writer {
 
 type key struct{ id, typ string }
 
-// Collapse keeps the last op per memory, in first-seen order.
+// Collapse keeps the last op per memory, in first-seen order, carrying what
+// the earlier ops of the memory imply for it (see Op.hadURL and Op.fresh), so
+// that writing the collapsed ops leaves the edges a one-by-one write leaves.
 func Collapse(ops []Op) []Op {
 	idx := make(map[key]int, len(ops))
 	out := make([]Op, 0, len(ops))
@@ -85,6 +93,9 @@ func Collapse(ops []Op) []Op {
 			}
 			if !op.Delete && !prev.Delete && (prev.URL != nil || prev.hadURL) {
 				op.hadURL = true
+			}
+			if !op.Delete && (prev.Delete || prev.fresh) {
+				op.fresh = true
 			}
 			out[i] = op
 			continue
@@ -142,8 +153,10 @@ func (w *Writer) Apply(ctx context.Context, ops []Op) (Stats, error) {
 		nSizes                     []*int64
 	)
 	for _, op := range ops {
-		if op.Delete {
+		if op.Delete || op.fresh {
 			dIDs, dTypes = append(dIDs, op.MemoryID), append(dTypes, op.MemoryType)
+		}
+		if op.Delete {
 			continue
 		}
 		uIDs, uTypes = append(uIDs, op.MemoryID), append(uTypes, op.MemoryType)
@@ -156,6 +169,15 @@ func (w *Writer) Apply(ctx context.Context, ops []Op) (Stats, error) {
 		}
 	}
 	err := pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
+		// Deletes first: a memory deleted and re-created in this batch (fresh)
+		// loses its old edges before the upsert writes the new ones.
+		if len(dIDs) > 0 {
+			tag, err := tx.Exec(ctx, deleteSQL, dIDs, dTypes, w.backends)
+			if err != nil {
+				return fmt.Errorf("delete %d memories' edges: %w", len(dIDs), err)
+			}
+			st.Deleted = tag.RowsAffected()
+		}
 		if len(uIDs) > 0 {
 			if err := tx.QueryRow(ctx, upsertSQL, uIDs, uTypes, urls, known, sizes, tomb).Scan(&st.Created, &st.Updated); err != nil {
 				return fmt.Errorf("upsert %d memories' edges: %w", len(uIDs), err)
@@ -167,13 +189,6 @@ func (w *Writer) Apply(ctx context.Context, ops []Op) (Stats, error) {
 				return fmt.Errorf("mark %d cleared asset edges not present: %w", len(nIDs), err)
 			}
 			st.Updated += tag.RowsAffected()
-		}
-		if len(dIDs) > 0 {
-			tag, err := tx.Exec(ctx, deleteSQL, dIDs, dTypes, w.backends)
-			if err != nil {
-				return fmt.Errorf("delete %d memories' edges: %w", len(dIDs), err)
-			}
-			st.Deleted = tag.RowsAffected()
 		}
 		return nil
 	})
