@@ -32,7 +32,11 @@ func TestSlot_LostIsRecreatedAndResnapshotted(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	exec(`SELECT pg_drop_replication_slot('edgesync')`)
+	// The walsender ends a moment after the daemon's exit.
+	eventually(t, 20*time.Second, "the slot dropped", func() (bool, string) {
+		_, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot('edgesync')`)
+		return err == nil, fmt.Sprint(err)
+	})
 	// Changes while the slot is gone: only a new snapshot can see them.
 	exec(`INSERT INTO images (owner_id, url) SELECT gen_random_uuid(), 'https://blob/late-' || g FROM generate_series(1, 20) g`)
 	exec(`UPDATE images SET url = url || '?v2' WHERE url NOT LIKE '%late%'`)
