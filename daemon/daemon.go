@@ -29,6 +29,7 @@ import (
 	"github.com/edgesync/edgesync/internal/api"
 	"github.com/edgesync/edgesync/internal/gallerystatus"
 	"github.com/edgesync/edgesync/internal/natsserver"
+	"github.com/edgesync/edgesync/mirror"
 	"github.com/edgesync/edgesync/reconcile"
 	natssink "github.com/edgesync/edgesync/sinks/nats"
 )
@@ -74,7 +75,7 @@ type Daemon struct {
 	js       jetstream.JetStream
 	recon    *reconcile.Service
 	overview *overview
-	icp      *mirror // nil when the ICP mirror is off
+	icp      *mirror.Mirror // nil when the ICP mirror is off
 }
 
 // New connects to Postgres and NATS (starting the embedded server when no URL
@@ -153,8 +154,10 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	d.metrics = NewMetrics(d.reg)
 	rc := ReconcileConfig(cfg)
 	if cfg.ICPURL != "" {
-		d.icp = newMirror(d)
-		rc.ICP = d.icp.checker
+		if d.icp, err = newMirror(d); err != nil {
+			return nil, err
+		}
+		rc.ICP = d.icp.Checker()
 	}
 	rc.Publish = func(ctx context.Context, subject string, data []byte) error {
 		return natssink.PublishSync(ctx, d.js, subject, "", data)
@@ -316,7 +319,12 @@ func (d *Daemon) lead(lctx context.Context) {
 	go func() { defer wg.Done(); _ = d.recon.RunEvery(lctx, d.cfg.ReconcileInterval) }()
 	if d.icp != nil {
 		wg.Add(1)
-		go func() { defer wg.Done(); d.icp.Run(lctx) }()
+		go func() {
+			defer wg.Done()
+			if err := d.icp.Run(lctx); err != nil {
+				d.log.Error("ICP mirror stopped; it restarts with the next leadership", zap.Error(err))
+			}
+		}()
 	}
 	hooks := Hooks{
 		EdgeChanged: func(ev EdgeEvent) {

@@ -1,11 +1,13 @@
-package icp
+package mirror
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/edgesync/edgesync/domain"
 	"net/http"
+
+	"github.com/edgesync/edgesync/domain"
+	"github.com/edgesync/edgesync/icp"
 )
 
 // stepError says which canister step failed: metadata or asset.
@@ -31,10 +33,10 @@ const (
 )
 
 // explain turns a job error into the sync_error a person reads.
-func explain(err error, cfg MirrorConfig) problem {
+func explain(err error, cfg Config) problem {
 	var (
 		fe     *FetchError
-		exists *AlreadyExistsError
+		exists *icp.AlreadyExistsError
 		step   *stepError
 	)
 	what, thing := "the file", "file"
@@ -52,13 +54,13 @@ func explain(err error, cfg MirrorConfig) problem {
 		return problem{permanent: true, note: fmt.Sprintf(
 			"ICP already holds different %s for this memory (stored hash %s); the canister never overwrites, so check which version is right and, to keep this one, remove the memory and store it again as a new memory",
 			thing, short(exists.ContentHash))}
-	case errors.Is(err, ErrHashMismatch):
+	case errors.Is(err, icp.ErrHashMismatch):
 		return problem{note: "the uploaded file did not verify on ICP (SHA-256 mismatch); the canister discarded the upload and the next attempt sends it again"}
-	case errors.Is(err, ErrInvalidUUID):
+	case errors.Is(err, icp.ErrInvalidUUID):
 		return problem{permanent: true, note: "the memory id is not a canonical UUID, which the canister requires; this is a bug in the app's data, report it"}
-	case errors.Is(err, ErrInvalidArgument):
+	case errors.Is(err, icp.ErrInvalidArgument):
 		return problem{permanent: true, note: fmt.Sprintf("the canister refused %s (%v); it cannot be stored as it is", what, errors.Unwrap(err))}
-	case errors.Is(err, ErrUncertified):
+	case errors.Is(err, icp.ErrUncertified):
 		return problem{note: "the ICP answer could not be verified (certificate check failed); edgesync retries; check EDGESYNC_ICP_URL points at a genuine replica or boundary node and, for a local replica, EDGESYNC_ICP_FETCH_ROOT_KEY=true"}
 	case errors.Is(err, context.DeadlineExceeded):
 		return problem{note: fmt.Sprintf("storing %s on ICP took too long (no answer in time, or over the %s job limit); edgesync retries", what, cfg.JobTimeout)}
@@ -69,7 +71,7 @@ func explain(err error, cfg MirrorConfig) problem {
 	}
 }
 
-func explainFetch(fe *FetchError, cfg MirrorConfig) problem {
+func explainFetch(fe *FetchError, cfg Config) problem {
 	switch {
 	case fe.Status == http.StatusNotFound || fe.Status == http.StatusGone:
 		return problem{note: fmt.Sprintf("asset URL answered %d: the file is gone from Vercel Blob; re-upload it or remove the memory", fe.Status)}
