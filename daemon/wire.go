@@ -51,6 +51,7 @@ func MirrorConfig(c config.Config) mirror.Config {
 		Subjects:      domain.Subjects{Prefix: c.SubjectPrefix},
 		MaxAttempts:   c.ICPMaxAttempts,
 		AssetMaxBytes: c.AssetMaxBytes,
+		AssetHosts:    c.AssetHostPatterns(),
 		SpoolDir:      c.DataDir,
 		// A job left running by a crashed leader is rescued after this (+1 min), so keep it to a
 		// bound on one large upload.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 
 	"github.com/edgesync/edgesync/domain"
@@ -86,11 +87,40 @@ func explainFetch(fe *FetchError, cfg Config) problem {
 			byteSize(fe.Size), byteSize(fe.Limit))}
 	case fe.Timeout:
 		return problem{note: fmt.Sprintf("the asset download timed out (no data for %s); edgesync retries; check the blob host", cfg.FetchTimeout)}
+	case fe.Err != nil && isHostError(fe.Err):
+		return explainHost(fe.Err)
 	case errors.Is(fe.Err, errNotHTTP):
 		return problem{permanent: true, note: "the asset URL is not an http(s) URL; correct the memory's URL"}
 	default:
 		return problem{note: "the asset could not be downloaded (connection failed); edgesync retries; check the blob host"}
 	}
+}
+
+func isHostError(err error) bool { _, ok := hostError(err); return ok }
+
+// explainHost says why the mirror refused an asset host; retrying cannot help until the
+// allow-list (or the URL) changes.
+func explainHost(err error) problem {
+	he, _ := hostError(err)
+	via := "asset host"
+	if he.Redirect {
+		via = "asset URL redirected to host"
+	}
+	if he.Addr != nil {
+		return problem{permanent: true, note: fmt.Sprintf(
+			"the %s %s resolves to %s, a %s address edgesync does not fetch from; if that is intended (local development), name the address itself in EDGESYNC_ASSET_HOSTS (e.g. %s), then ask for Store Forever again",
+			via, he.Host, he.Addr, addrKind(he.Addr), net.JoinHostPort(he.Addr.String(), portOf(he.Host)))}
+	}
+	return problem{permanent: true, note: fmt.Sprintf(
+		"the %s %s is not in EDGESYNC_ASSET_HOSTS, so edgesync did not fetch it; add the host to EDGESYNC_ASSET_HOSTS if it is a blob store you trust (or correct the memory's URL), then ask for Store Forever again",
+		via, he.Host)}
+}
+
+func portOf(hostport string) string {
+	if _, p, err := net.SplitHostPort(hostport); err == nil {
+		return p
+	}
+	return "PORT"
 }
 
 func short(hash string) string {

@@ -74,6 +74,7 @@ func (b *blob) Close() error {
 // fetcher downloads assets from the blob store.
 type fetcher struct {
 	client  *http.Client
+	policy  *hostPolicy
 	timeout time.Duration // time to the answer, and longest pause between bytes
 	max     int64
 	dir     string
@@ -86,6 +87,9 @@ func (f *fetcher) fetch(ctx context.Context, rawURL string) (*blob, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, &FetchError{URL: rawURL, Err: errNotHTTP}
+	}
+	if err := f.policy.allowedURL(u, false); err != nil {
+		return nil, &FetchError{URL: rawURL, Err: err}
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -161,6 +160,13 @@ func New(cfg Config, deps Deps) (*Mirror, error) {
 	if err != nil {
 		return nil, err
 	}
+	hosts := cfg.AssetHosts
+	if len(hosts) == 0 {
+		if hosts, err = domain.ParseHostPatterns(domain.DefaultAssetHosts); err != nil {
+			return nil, err
+		}
+	}
+	policy := &hostPolicy{patterns: hosts}
 	m := &Mirror{
 		cfg:     cfg,
 		pool:    deps.Pool,
@@ -171,7 +177,8 @@ func New(cfg Config, deps Deps) (*Mirror, error) {
 		checker: &Checker{},
 		wakes:   make(chan wake, cfg.WakeQueue),
 		fetcher: &fetcher{
-			client:  &http.Client{},
+			client:  policy.httpClient(),
+			policy:  policy,
 			timeout: cfg.FetchTimeout,
 			max:     cfg.AssetMaxBytes,
 			dir:     cfg.SpoolDir,

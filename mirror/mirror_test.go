@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -134,7 +135,19 @@ func (e *mirrorEnv) testConfig(cfg mirror.Config) mirror.Config {
 	def(&cfg.PollInterval, 50*time.Millisecond)
 	def(&cfg.FetchTimeout, 5*time.Second)
 	def(&cfg.StopTimeout, 2*time.Second)
+	if cfg.AssetHosts == nil {
+		// The blob server listens on loopback: allowed only because the pattern names it.
+		cfg.AssetHosts = hostPatterns(e.blobs.Listener.Addr().String())
+	}
 	return cfg
+}
+
+func hostPatterns(list string) []domain.HostPattern {
+	p, err := domain.ParseHostPatterns(list)
+	if err != nil {
+		panic(err)
+	}
+	return p
 }
 
 // newMirror builds a mirror with fast test settings, its metrics on a fresh registry (which
@@ -188,14 +201,16 @@ func (rm *runningMirror) stop(t testing.TB) {
 // blobServer plays Vercel Blob: files by path, and paths that answer a status or never answer.
 type blobServer struct {
 	*httptest.Server
-	mu     sync.Mutex
-	files  map[string][]byte
-	status map[string]int
-	hang   map[string]bool
+	mu       sync.Mutex
+	files    map[string][]byte
+	status   map[string]int
+	hang     map[string]bool
+	redirect map[string]string
+	hits     int
 }
 
 func newBlobServer(t testing.TB) *blobServer {
-	b := &blobServer{files: map[string][]byte{}, status: map[string]int{}, hang: map[string]bool{}}
+	b := &blobServer{files: map[string][]byte{}, status: map[string]int{}, hang: map[string]bool{}, redirect: map[string]string{}}
 	b.Server = httptest.NewServer(http.HandlerFunc(b.serve))
 	t.Cleanup(func() { b.CloseClientConnections(); b.Close() })
 	return b
@@ -204,9 +219,12 @@ func newBlobServer(t testing.TB) *blobServer {
 func (b *blobServer) serve(w http.ResponseWriter, r *http.Request) {
 	b.mu.Lock()
 	data, ok := b.files[r.URL.Path]
-	status, hang := b.status[r.URL.Path], b.hang[r.URL.Path]
+	status, hang, to := b.status[r.URL.Path], b.hang[r.URL.Path], b.redirect[r.URL.Path]
+	b.hits++
 	b.mu.Unlock()
 	switch {
+	case to != "":
+		http.Redirect(w, r, to, http.StatusFound)
 	case hang:
 		<-r.Context().Done()
 	case status != 0:
@@ -232,6 +250,19 @@ func (b *blobServer) fail(name string, status int) string {
 	defer b.mu.Unlock()
 	b.status["/"+name] = status
 	return b.URL + "/" + name
+}
+
+func (b *blobServer) redirectTo(name, to string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.redirect["/"+name] = to
+	return b.URL + "/" + name
+}
+
+func (b *blobServer) requests() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.hits
 }
 
 func (b *blobServer) hangOn(name string) string {
@@ -884,4 +915,61 @@ func TestMirror_hashMismatch(t *testing.T) {
 			t.Errorf("metadata edge %v; want a conflict note", f)
 		}
 	})
+}
+
+// TestMirror_assetHosts feeds the fetcher URLs that must not be fetched: hosts outside
+// EDGESYNC_ASSET_HOSTS, redirects out of it (one to the cloud metadata address), and an allowed
+// host name that resolves to loopback. Each ends failed, at once, with a sync_error naming the
+// host and the setting; only the explicitly allowed 127.0.0.1:PORT is fetched.
+func TestMirror_assetHosts(t *testing.T) {
+	e := newMirrorEnv(t, icp.Config{})
+	other := newBlobServer(t) // a host that is not allowed, e.g. an internal service
+	port := e.blobs.Listener.Addr().(*net.TCPAddr).Port
+	allowed := fmt.Sprintf("*.example, localhost:%d, 127.0.0.1:%d", port, port)
+	m := e.start(t, mirror.Config{AssetHosts: hostPatterns(allowed), MaxAttempts: 3}, nil)
+
+	secret := other.put("secret.json", []byte(`{"token":"internal"}`))
+	data, _ := asset(10<<10, 11)
+	cases := []struct {
+		name, url, want string
+	}{
+		{"disallowed host", secret,
+			fmt.Sprintf("the asset host %s is not in EDGESYNC_ASSET_HOSTS", other.Listener.Addr())},
+		{"redirect to a disallowed host", e.blobs.redirectTo("r1.jpg", secret),
+			fmt.Sprintf("the asset URL redirected to host %s is not in EDGESYNC_ASSET_HOSTS", other.Listener.Addr())},
+		{"redirect to the metadata address", e.blobs.redirectTo("r2.jpg", "http://169.254.169.254/latest/meta-data/"),
+			"the asset URL redirected to host 169.254.169.254 is not in EDGESYNC_ASSET_HOSTS"},
+		{"allowed name resolving to loopback", fmt.Sprintf("http://localhost:%d/%s", port, "x.jpg"),
+			fmt.Sprintf("the asset host localhost:%d resolves to 127.0.0.1, a loopback address edgesync does not fetch from; if that is intended (local development), name the address itself in EDGESYNC_ASSET_HOSTS (e.g. 127.0.0.1:%d)", port, port)},
+		{"not http", "file:///etc/passwd", "the asset URL is not an http(s) URL"},
+	}
+	e.blobs.put("x.jpg", data)
+	ids := map[string]string{}
+	for _, c := range cases {
+		ids[c.name] = e.memory(t, "images", c.url, 100)
+		e.storeForever(t, m.Mirror, ids[c.name], "image", true)
+	}
+	good := e.memory(t, "images", e.blobs.put("ok.jpg", data), len(data))
+	e.storeForever(t, m.Mirror, good, "image", true)
+
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := e.waitEdge(t, 30*time.Second, ids[c.name], "asset", failed)
+			if f.Error == nil || !strings.HasPrefix(*f.Error, c.want) {
+				t.Errorf("asset edge %v;\nwant sync_error starting %q", f, c.want)
+			}
+			if n, _ := e.attempts(t, ids[c.name]); n != 1 {
+				t.Errorf("%d attempts; a refused host is not retried", n)
+			}
+		})
+	}
+	t.Run("explicit 127.0.0.1:PORT fetched", func(t *testing.T) {
+		a := e.waitEdge(t, 30*time.Second, good, "asset", stored)
+		if *a.Hash != hashOf(data) {
+			t.Errorf("asset hash %s; want %s", *a.Hash, hashOf(data))
+		}
+	})
+	if n := other.requests(); n != 0 {
+		t.Errorf("the disallowed host got %d requests; want none", n)
+	}
 }
