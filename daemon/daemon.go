@@ -154,6 +154,13 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	d.metrics = NewMetrics(d.reg)
 	rc := ReconcileConfig(cfg)
 	if cfg.ICPURL != "" {
+		removed, err := mirror.PrepareSpool(SpoolDir(cfg))
+		if err != nil {
+			return nil, err
+		}
+		if removed > 0 {
+			log.Info("removed ICP spool files left by an earlier run", zap.Int("files", removed), zap.String("dir", SpoolDir(cfg)))
+		}
 		if d.icp, err = newMirror(d); err != nil {
 			return nil, err
 		}

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"path/filepath"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -52,12 +53,15 @@ func MirrorConfig(c config.Config) mirror.Config {
 		MaxAttempts:   c.ICPMaxAttempts,
 		AssetMaxBytes: c.AssetMaxBytes,
 		AssetHosts:    c.AssetHostPatterns(),
-		SpoolDir:      c.DataDir,
+		SpoolDir:      SpoolDir(c),
 		// A job left running by a crashed leader is rescued after this (+1 min), so keep it to a
 		// bound on one large upload.
 		JobTimeout: 15 * time.Minute,
 	}
 }
+
+// SpoolDir is where the ICP mirror keeps downloads too large for memory while they upload.
+func SpoolDir(c config.Config) string { return filepath.Join(c.DataDir, "spool") }
 
 // newMirror builds the ICP mirror: its progress goes to the SSE hub and, on core NATS (the
 // stream captures sync.>), to JetStream; progress needs no ack and must not hold up the chunks.

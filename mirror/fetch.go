@@ -124,9 +124,9 @@ func (f *fetcher) fetch(ctx context.Context, rawURL string) (*blob, error) {
 		return &blob{ReaderAt: bytes.NewReader(buf.Bytes()), size: int64(buf.Len()), hash: hex.EncodeToString(h.Sum(nil))}, nil
 	}
 
-	file, err := os.CreateTemp(f.dir, "edgesync-asset-*")
+	file, err := os.CreateTemp(f.dir, spoolPattern)
 	if err != nil {
-		return nil, fmt.Errorf("asset temp file: %w", err)
+		return nil, fmt.Errorf("asset spool file: %w", err)
 	}
 	b := &blob{ReaderAt: file, file: file}
 	n, err := io.Copy(io.MultiWriter(file, h), body)
