@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -94,7 +95,12 @@ func (e *icpEnv) image(t *testing.T, name string, size int) string {
 // post sends an admin request and returns the status and body.
 func (e *icpEnv) post(t *testing.T, path string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, "http://"+e.rd.d.Addr()+path, nil)
+	return e.request(t, http.MethodPost, path)
+}
+
+func (e *icpEnv) request(t *testing.T, method, path string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+e.rd.d.Addr()+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,5 +193,73 @@ func TestICP_unwritableDataDir(t *testing.T) {
 	}
 	if msg := err.Error(); !strings.Contains(msg, "set EDGESYNC_DATA_DIR to a writable directory") || strings.Contains(msg, "\n") {
 		t.Errorf("error %q; want one line naming EDGESYNC_DATA_DIR", msg)
+	}
+}
+
+// TestICP_failedSyncHeals: one attempt per round, an asset URL that answers 404: the edge ends
+// failed with a sync_error that says when edgesync tries again. Once the file exists and the
+// retry time has come, a reconcile run re-queues the memory and the edge ends present, without a
+// second Store Forever request.
+func TestICP_failedSyncHeals(t *testing.T) {
+	e := newICPEnv(t, func(c *config.Config) { c.ICPMaxAttempts, c.ICPRetryBase = 1, time.Second })
+	ctx := context.Background()
+	id := e.image(t, "late.jpg", 2048)
+	eventually(t, 20*time.Second, "the web2 edges", func() (bool, string) {
+		var n int
+		_ = e.pool.QueryRow(ctx, `SELECT count(*) FROM storage_edges WHERE memory_id = $1`, id).Scan(&n)
+		return n == 2, fmt.Sprintf("%d edges", n)
+	})
+	e.storeForever(t, id)
+	var syncErr string
+	eventually(t, 30*time.Second, "the asset edge failed", func() (bool, string) {
+		_, state, se, _ := e.icpAsset(t, id)
+		syncErr = se
+		return state == "failed", fmt.Sprintf("state %s error %q", state, se)
+	})
+	if !strings.HasPrefix(syncErr, "asset URL answered 404") || !strings.Contains(syncErr, "round 1 of 10 gave up after 1 attempts; edgesync tries again after ") {
+		t.Errorf("sync_error %q; want the 404 and when edgesync tries again", syncErr)
+	}
+
+	data := []byte(strings.Repeat("a late but real file ", 100))
+	e.blobs.put("late.jpg", data)
+	eventually(t, 10*time.Second, "the retry time", func() (bool, string) {
+		var due bool
+		err := e.pool.QueryRow(ctx, `SELECT coalesce(next_attempt_at <= now(), false) FROM sync_attempts WHERE memory_id = $1`, id).Scan(&due)
+		return err == nil && due, fmt.Sprintf("due %v (%v)", due, err)
+	})
+	code, body := e.post(t, "/admin/reconcile")
+	if code != http.StatusAccepted {
+		t.Fatalf("POST /admin/reconcile: %d %s", code, body)
+	}
+	var started struct {
+		RunID string `json:"run_id"`
+	}
+	if err := json.Unmarshal([]byte(body), &started); err != nil || started.RunID == "" {
+		t.Fatalf("reconcile answer %s (%v)", body, err)
+	}
+	var run struct {
+		State  string `json:"state"`
+		Report struct {
+			FailedRetried int64 `json:"failed_retried"`
+		} `json:"report"`
+	}
+	eventually(t, 30*time.Second, "the reconcile run", func() (bool, string) {
+		code, body := e.request(t, http.MethodGet, "/admin/reconcile/"+started.RunID)
+		_ = json.Unmarshal([]byte(body), &run)
+		return code == http.StatusOK && run.State == "done", fmt.Sprintf("%d %s", code, body)
+	})
+	if run.Report.FailedRetried != 1 {
+		t.Errorf("failed_retried = %d; want 1 (the asset edge)", run.Report.FailedRetried)
+	}
+	eventually(t, 30*time.Second, "the asset on ICP", func() (bool, string) {
+		present, state, se, hash := e.icpAsset(t, id)
+		return present && state == "idle" && hash == sha256Hex(data), fmt.Sprintf("present=%v state=%s error=%q hash=%s", present, state, se, hash)
+	})
+	if n := e.replica.Stats().Calls[icp.MethodCommitAsset]; n != 1 {
+		t.Errorf("%d commits; want 1", n)
+	}
+	var left int
+	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM sync_attempts WHERE memory_id = $1`, id).Scan(&left); err != nil || left != 0 {
+		t.Errorf("sync_attempts rows after success: %d (%v)", left, err)
 	}
 }

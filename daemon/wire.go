@@ -53,6 +53,7 @@ func MirrorConfig(c config.Config) mirror.Config {
 		MaxAttempts:   c.ICPMaxAttempts,
 		AssetMaxBytes: c.AssetMaxBytes,
 		AssetHosts:    c.AssetHostPatterns(),
+		RoundBase:     c.ICPRetryBase,
 		SpoolDir:      SpoolDir(c),
 		// A job left running by a crashed leader is rescued after this (+1 min), so keep it to a
 		// bound on one large upload.

@@ -87,55 +87,105 @@ func (w *worker) Work(ctx context.Context, job *river.Job[args]) error {
 func (m *Mirror) fail(ctx context.Context, job *river.Job[args], log *zap.Logger, err error) error {
 	p := explain(err, m.cfg)
 	final := p.permanent || job.Attempt >= job.MaxAttempts
-	note := p.note
-	var next *time.Time
-	if final {
-		if !p.permanent {
-			note = fmt.Sprintf("%s (gave up after %d attempts; ask for Store Forever again once fixed)", note, job.Attempt)
-		}
-	} else {
-		t := time.Now().Add(m.retryDelay(job.ID, job.Attempt))
-		next = &t
-	}
 	m.metrics.uploadFailures.Inc()
 	// The attempt's own context may be what ended (job timeout); the record must still be written.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), failureRecordingTimeout)
 	defer cancel()
-	if recErr := m.recordFailure(rctx, job.Args, note, next, final); recErr != nil {
+	if !final {
+		next := time.Now().Add(m.retryDelay(job.ID, job.Attempt))
+		if recErr := m.recordRetry(rctx, job.Args, p.note, next); recErr != nil {
+			log.Error("record icp mirror failure", zap.Error(recErr))
+		}
+		m.metrics.jobs.WithLabelValues(resultRetry).Inc()
+		log.Warn("icp mirror attempt failed; will retry", zap.String("sync_error", p.note),
+			zap.Time("next_attempt_at", next), zap.Error(err))
+		return err
+	}
+	note, recErr := m.recordFinal(rctx, job.Args, p, job.Attempt)
+	if recErr != nil {
 		log.Error("record icp mirror failure", zap.Error(recErr))
 	}
-	if final {
-		m.metrics.jobs.WithLabelValues(resultFailed).Inc()
-		log.Warn("icp mirror failed; edges set failed", zap.String("sync_error", note), zap.Error(err))
-		if p.permanent {
-			return river.JobCancel(err)
-		}
-		return err // River discards a job whose last attempt failed
+	m.metrics.jobs.WithLabelValues(resultFailed).Inc()
+	log.Warn("icp mirror failed; edges set failed", zap.String("sync_error", note), zap.Error(err))
+	if p.permanent {
+		return river.JobCancel(err)
 	}
-	m.metrics.jobs.WithLabelValues(resultRetry).Inc()
-	log.Warn("icp mirror attempt failed; will retry", zap.String("sync_error", note),
-		zap.Time("next_attempt_at", *next), zap.Error(err))
-	return err
+	return err // River discards a job whose last attempt failed
 }
 
-// recordFailureSQL counts the attempt and writes the note on the memory's migrating icp edges;
-// on a final failure they become failed. next_attempt_at is NULL then: nothing retries a memory
-// the mirror gave up on until a person asks again (reconcile's failed-retry also skips it).
-const recordFailureSQL = `WITH attempt AS (
+// roundDelay is the wait after failed round n (1-based) before reconcile starts the next one:
+// RoundBase·2^(n-1), capped at RoundMax.
+func (m *Mirror) roundDelay(n int) time.Duration {
+	d := m.cfg.RoundBase
+	for i := 1; i < n && d < RoundMax; i++ {
+		d *= 2
+	}
+	return min(d, RoundMax)
+}
+
+// finalNote is the sync_error of a failed round: what failed, and when edgesync tries again, or
+// that it no longer does and what a person should do. next is nil when nothing is scheduled.
+func (m *Mirror) finalNote(p problem, attempts, round int, now time.Time) (note string, next *time.Time) {
+	switch {
+	case p.permanent:
+		return p.note, nil
+	case round < m.cfg.MaxRounds:
+		t := now.Add(m.roundDelay(round))
+		return fmt.Sprintf("%s (round %d of %d gave up after %d attempts; edgesync tries again after %s, or ask for Store Forever again once fixed)",
+			p.note, round, m.cfg.MaxRounds, attempts, t.UTC().Format(time.RFC3339)), &t
+	default:
+		return fmt.Sprintf("%s (gave up after %d attempts in each of %d rounds; edgesync no longer retries by itself: fix the cause, then ask for Store Forever again)",
+			p.note, attempts, round), nil
+	}
+}
+
+// recordRetrySQL counts the attempt and writes the note on the memory's migrating icp edges,
+// which stay migrating: River retries at next_attempt_at.
+const recordRetrySQL = `WITH attempt AS (
 	INSERT INTO sync_attempts AS s (memory_id, memory_type, backend, attempts, last_error, next_attempt_at, updated_at)
-	VALUES ($1, $2, $6, 1, $3, $4, now())
+	VALUES ($1, $2, $5, 1, $3, $4, now())
 	ON CONFLICT (memory_id, memory_type, backend) DO UPDATE
 	SET attempts = s.attempts + 1, last_error = EXCLUDED.last_error,
 	    next_attempt_at = EXCLUDED.next_attempt_at, updated_at = now()
 )
-UPDATE storage_edges SET sync_error = $3,
-	sync_state = CASE WHEN $5::boolean THEN $7::sync_t ELSE sync_state END
-WHERE memory_id = $1 AND memory_type = $2 AND backend = $6 AND sync_state = $8`
+UPDATE storage_edges SET sync_error = $3
+WHERE memory_id = $1 AND memory_type = $2 AND backend = $5 AND sync_state = $6`
 
-func (m *Mirror) recordFailure(ctx context.Context, a args, note string, next *time.Time, final bool) error {
-	_, err := m.pool.Exec(ctx, recordFailureSQL, a.MemoryID, a.MemoryType, note, next, final,
-		domain.BackendICP, domain.SyncFailed, domain.SyncMigrating)
+func (m *Mirror) recordRetry(ctx context.Context, a args, note string, next time.Time) error {
+	_, err := m.pool.Exec(ctx, recordRetrySQL, a.MemoryID, a.MemoryType, note, next, domain.BackendICP, domain.SyncMigrating)
 	return err
+}
+
+// recordFinalSQL ends a round: the attempt and the round are counted, next_attempt_at is when
+// reconcile starts the next round (NULL: never), and the memory's migrating icp edges fail.
+const recordFinalSQL = `WITH attempt AS (
+	INSERT INTO sync_attempts AS s (memory_id, memory_type, backend, attempts, rounds, last_error, next_attempt_at, updated_at)
+	VALUES ($1, $2, $5, 1, $6, $3, $4, now())
+	ON CONFLICT (memory_id, memory_type, backend) DO UPDATE
+	SET attempts = s.attempts + 1, rounds = EXCLUDED.rounds, last_error = EXCLUDED.last_error,
+	    next_attempt_at = EXCLUDED.next_attempt_at, updated_at = now()
+)
+UPDATE storage_edges SET sync_error = $3, sync_state = $7
+WHERE memory_id = $1 AND memory_type = $2 AND backend = $5 AND sync_state = $8`
+
+// recordFinal ends the round in one transaction with the read of the rounds already spent, and
+// returns the note it wrote.
+func (m *Mirror) recordFinal(ctx context.Context, a args, p problem, attempts int) (string, error) {
+	note := p.note
+	err := pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+		var spent int
+		err := tx.QueryRow(ctx, `SELECT rounds FROM sync_attempts WHERE memory_id = $1 AND memory_type = $2 AND backend = $3 FOR UPDATE`,
+			a.MemoryID, a.MemoryType, domain.BackendICP).Scan(&spent)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		var next *time.Time
+		note, next = m.finalNote(p, attempts, spent+1, time.Now())
+		_, err = tx.Exec(ctx, recordFinalSQL, a.MemoryID, a.MemoryType, note, next, domain.BackendICP, spent+1,
+			domain.SyncFailed, domain.SyncMigrating)
+		return err
+	})
+	return note, err
 }
 
 // memoryRow is what a job reads of the memory.

@@ -717,9 +717,13 @@ func TestMirror_failures(t *testing.T) {
 		if meta := e.edge(t, c.id, "metadata"); !stored(meta) {
 			t.Errorf("metadata edge %v; want stored", meta)
 		}
+		// The round is over; the next one is scheduled RoundBase (10 min by default) from now.
 		n, next := e.attempts(t, c.id)
-		if n != 3 || next != nil {
-			t.Errorf("sync_attempts: %d attempts, next %v; want 3 and none (given up)", n, next)
+		if n != 3 || next == nil || time.Until(*next) < 9*time.Minute || time.Until(*next) > 11*time.Minute {
+			t.Errorf("sync_attempts: %d attempts, next %v; want 3 and the next round in about 10 minutes", n, next)
+		}
+		if !strings.Contains(*f.Error, "round 1 of 10 gave up after 3 attempts; edgesync tries again after ") {
+			t.Errorf("sync_error %q does not say when edgesync tries again", *f.Error)
 		}
 	}
 	waitFor(t, 10*time.Second, func() (bool, string) {
