@@ -172,7 +172,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	d.recon = reconcile.New(rc, d.pool, log.With(zap.String("component", "reconcile")), d.reg)
 	d.overview = newOverview(d.pool, d.reg, log)
 	d.overview.checks = d.backendChecks()
-	d.api = api.New(api.Config{AdminToken: cfg.AdminToken, Tables: cfg.Tables}, api.Deps{
+	d.api = api.New(api.Config{AdminToken: cfg.AdminToken, Tables: cfg.Tables, ICPMirror: d.icp != nil}, api.Deps{
 		Pool:       d.pool,
 		Logger:     log,
 		Registry:   d.reg,
