@@ -977,3 +977,23 @@ func TestMirror_assetHosts(t *testing.T) {
 		t.Errorf("the disallowed host got %d requests; want none", n)
 	}
 }
+
+// TestMirror_runAgain: the daemon runs one Mirror per process and calls Run again for every
+// leadership term; a second Run while one runs is refused.
+func TestMirror_runAgain(t *testing.T) {
+	e := newMirrorEnv(t, icp.Config{})
+	m := e.newMirror(t, mirror.Config{}, mirror.Deps{Client: e.client})
+	first := e.run(t, m)
+	a := e.note(t, "first term")
+	e.storeForever(t, m, a, "note", false)
+	e.waitEdge(t, 30*time.Second, a, "metadata", stored)
+	if err := m.Run(context.Background()); err == nil {
+		t.Errorf("a second Run while the first runs was accepted")
+	}
+	first.stop(t)
+
+	b := e.note(t, "while no leader")
+	e.storeForever(t, m, b, "note", false) // queued while nothing runs
+	e.run(t, m)
+	e.waitEdge(t, 30*time.Second, b, "metadata", stored)
+}
