@@ -48,7 +48,13 @@ type Config struct {
 	ICPIdentityFile   string
 	ICPFetchRootKey   bool
 	ICPMaxAttempts    int
-	AssetMaxBytes     int64
+	// ICPRetryBase is the first wait before reconcile retries a failed ICP sync;
+	// it doubles per round, capped at 24 h.
+	ICPRetryBase  time.Duration
+	AssetMaxBytes int64
+	// AssetHosts is the comma-separated allow-list of host patterns (host,
+	// host:port, *.suffix) the ICP mirror may fetch assets from; see AssetHostPatterns.
+	AssetHosts string
 	// BlobURL is the blob store's base URL, used only for the blob health
 	// check (any HTTP answer counts as reachable); empty: not checked.
 	BlobURL   string
@@ -89,6 +95,8 @@ func Default() Config {
 		ReconcileInterval: 10 * time.Minute,
 		StuckAfter:        15 * time.Minute,
 		ICPMaxAttempts:    5,
+		ICPRetryBase:      10 * time.Minute,
+		AssetHosts:        domain.DefaultAssetHosts,
 		AssetMaxBytes:     1 << 30,
 		LogLevel:          "info",
 		LogFormat:         "json",
@@ -203,6 +211,8 @@ var fields = func() []field {
 		add("asset_max_bytes", false, set, get)
 	}
 	s("blob_url", false, func(c *Config) *string { return &c.BlobURL })
+	d("icp_retry_base", func(c *Config) *time.Duration { return &c.ICPRetryBase })
+	s("asset_hosts", false, func(c *Config) *string { return &c.AssetHosts })
 	s("log_level", false, func(c *Config) *string { return &c.LogLevel })
 	s("log_format", false, func(c *Config) *string { return &c.LogFormat })
 	b("snapshot_events", func(c *Config) *bool { return &c.SnapshotEvents })
@@ -504,6 +514,14 @@ func (c Config) Validate() error {
 	if c.AssetMaxBytes <= 0 {
 		bad("asset_max_bytes", "must be positive (bytes, e.g. 1073741824)")
 	}
+	if c.ICPRetryBase < time.Second || c.ICPRetryBase > 24*time.Hour {
+		bad("icp_retry_base", "%s is out of range (1s to 24h, e.g. 10m)", c.ICPRetryBase)
+	}
+	if hosts, err := domain.ParseHostPatterns(c.AssetHosts); err != nil {
+		bad("asset_hosts", "%v", err)
+	} else if len(hosts) == 0 {
+		bad("asset_hosts", "must name at least one host pattern (default %s)", domain.DefaultAssetHosts)
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -644,4 +662,13 @@ func (c Config) MemoryTable(memoryType string) (Table, bool) {
 		}
 	}
 	return Table{}, false
+}
+
+// AssetHostPatterns is AssetHosts parsed (Validate reports a bad one; here it yields no pattern).
+func (c Config) AssetHostPatterns() []domain.HostPattern {
+	p, err := domain.ParseHostPatterns(c.AssetHosts)
+	if err != nil {
+		return nil
+	}
+	return p
 }

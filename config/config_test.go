@@ -40,6 +40,8 @@ func TestDefault_MatchesContract(t *testing.T) {
 		"EDGESYNC_ICP_CANISTER_ID":    "",
 		"EDGESYNC_ICP_IDENTITY_FILE":  "",
 		"EDGESYNC_ICP_FETCH_ROOT_KEY": "false",
+		"EDGESYNC_ICP_RETRY_BASE":     "10m0s",
+		"EDGESYNC_ASSET_HOSTS":        "*.public.blob.vercel-storage.com",
 		"EDGESYNC_LOG_LEVEL":          "info",
 		"EDGESYNC_LOG_FORMAT":         "json",
 	}
@@ -124,6 +126,14 @@ func TestConfig_Validate(t *testing.T) {
 		{"policy", map[string]string{"EDGESYNC_ICP_EDGES_ON_DELETE": "archive"}, "EDGESYNC_ICP_EDGES_ON_DELETE"},
 		{"attempts", map[string]string{"EDGESYNC_ICP_MAX_ATTEMPTS": "0"}, "EDGESYNC_ICP_MAX_ATTEMPTS"},
 		{"legacy", map[string]string{"EDGESYNC_LEGACY_COLUMNS": "images"}, "expected table.column"},
+		{"retry base short", map[string]string{"EDGESYNC_ICP_RETRY_BASE": "10ms"}, "EDGESYNC_ICP_RETRY_BASE: 10ms is out of range"},
+		{"retry base ok", map[string]string{"EDGESYNC_ICP_RETRY_BASE": "2s"}, ""},
+		{"asset hosts ok", map[string]string{"EDGESYNC_ASSET_HOSTS": "*.public.blob.vercel-storage.com, cdn.example.com:8443,127.0.0.1:9000,[::1]:80"}, ""},
+		{"asset hosts empty", map[string]string{"EDGESYNC_ASSET_HOSTS": " , "}, "EDGESYNC_ASSET_HOSTS: must name at least one"},
+		{"asset hosts url", map[string]string{"EDGESYNC_ASSET_HOSTS": "https://blob.example.com/x"}, `EDGESYNC_ASSET_HOSTS: "https://blob.example.com/x"`},
+		{"asset hosts bare wildcard", map[string]string{"EDGESYNC_ASSET_HOSTS": "*"}, `EDGESYNC_ASSET_HOSTS: "*"`},
+		{"asset hosts bad port", map[string]string{"EDGESYNC_ASSET_HOSTS": "blob.example.com:99999"}, "port"},
+		{"asset hosts wildcard ip", map[string]string{"EDGESYNC_ASSET_HOSTS": "*.127.0.0.1"}, "wildcard"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

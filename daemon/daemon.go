@@ -29,6 +29,7 @@ import (
 	"github.com/edgesync/edgesync/internal/api"
 	"github.com/edgesync/edgesync/internal/gallerystatus"
 	"github.com/edgesync/edgesync/internal/natsserver"
+	"github.com/edgesync/edgesync/mirror"
 	"github.com/edgesync/edgesync/pipeline"
 	"github.com/edgesync/edgesync/reconcile"
 	natssink "github.com/edgesync/edgesync/sinks/nats"
@@ -85,7 +86,7 @@ type Daemon struct {
 	js       jetstream.JetStream
 	recon    *reconcile.Service
 	overview *overview
-	icp      *mirror // nil when the ICP mirror is off
+	icp      *mirror.Mirror // nil when the ICP mirror is off
 
 	// created once, shared by the gallery tracker of every leadership term
 	galleryMetrics *gallerystatus.Metrics
@@ -177,8 +178,17 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	d.galleryMetrics = gallerystatus.NewMetrics(d.reg)
 	rc := ReconcileConfig(cfg)
 	if cfg.ICPURL != "" {
-		d.icp = newMirror(d)
-		rc.ICP = d.icp.checker
+		removed, err := mirror.PrepareSpool(SpoolDir(cfg))
+		if err != nil {
+			return nil, err
+		}
+		if removed > 0 {
+			log.Info("removed ICP spool files left by an earlier run", zap.Int("files", removed), zap.String("dir", SpoolDir(cfg)))
+		}
+		if d.icp, err = newMirror(d); err != nil {
+			return nil, err
+		}
+		rc.ICP = d.icp.Checker()
 	}
 	rc.Publish = func(ctx context.Context, subject string, data []byte) error {
 		return natssink.PublishSync(ctx, d.js, subject, "", data)
@@ -186,7 +196,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	d.recon = reconcile.New(rc, d.pool, log.With(zap.String("component", "reconcile")), d.reg)
 	d.overview = newOverview(d.pool, d.reg, log)
 	d.overview.health = api.NewHealth(d.backendChecks(), 0, log)
-	d.api = api.New(api.Config{AdminToken: cfg.AdminToken, Tables: cfg.Tables}, api.Deps{
+	d.api = api.New(api.Config{AdminToken: cfg.AdminToken, Tables: cfg.Tables, ICPMirror: d.icp != nil}, api.Deps{
 		Pool:       d.pool,
 		Logger:     log,
 		Registry:   d.reg,
@@ -367,9 +377,7 @@ func (d *Daemon) lead(lctx context.Context) {
 		return d.supervise(ctx, "periodic reconcile", func(ctx context.Context) error { return d.recon.RunEvery(ctx, d.cfg.ReconcileInterval) })
 	})
 	if d.icp != nil {
-		g.Go(func() error {
-			return d.supervise(ctx, "ICP mirror", func(ctx context.Context) error { d.icp.Run(ctx); return nil })
-		})
+		g.Go(func() error { return d.supervise(ctx, "ICP mirror", d.icp.Run) })
 	}
 	hooks := pipeline.Hooks{
 		EdgeChanged: func(ev pipeline.EdgeEvent) {

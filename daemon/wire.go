@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"path/filepath"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -10,9 +11,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/edgesync/edgesync/config"
+	"github.com/edgesync/edgesync/domain"
+	"github.com/edgesync/edgesync/icp"
 	"github.com/edgesync/edgesync/internal/gallerystatus"
+	"github.com/edgesync/edgesync/mirror"
 	"github.com/edgesync/edgesync/reconcile"
-	"github.com/edgesync/edgesync/sinks/icp"
 	natssink "github.com/edgesync/edgesync/sinks/nats"
 )
 
@@ -36,6 +39,45 @@ func jsPublish(js jetstream.JetStream) func(ctx context.Context, subject, msgID 
 	}
 }
 
+// ICPConfig is the canister client's configuration.
+func ICPConfig(c config.Config) icp.Config {
+	return icp.Config{URL: c.ICPURL, CanisterID: c.ICPCanisterID, IdentityFile: c.ICPIdentityFile, FetchRootKey: c.ICPFetchRootKey}
+}
+
+// MirrorConfig translates the global configuration for the ICP mirror.
+func MirrorConfig(c config.Config) mirror.Config {
+	return mirror.Config{
+		Tables:        c.Tables,
+		ICP:           ICPConfig(c),
+		Subjects:      domain.Subjects{Prefix: c.SubjectPrefix},
+		MaxAttempts:   c.ICPMaxAttempts,
+		AssetMaxBytes: c.AssetMaxBytes,
+		AssetHosts:    c.AssetHostPatterns(),
+		RoundBase:     c.ICPRetryBase,
+		SpoolDir:      SpoolDir(c),
+		// A job left running by a crashed leader is rescued after this (+1 min), so keep it to a
+		// bound on one large upload.
+		JobTimeout: 15 * time.Minute,
+	}
+}
+
+// SpoolDir is where the ICP mirror keeps downloads too large for memory while they upload.
+func SpoolDir(c config.Config) string { return filepath.Join(c.DataDir, "spool") }
+
+// newMirror builds the ICP mirror: its progress goes to the SSE hub and, on core NATS (the
+// stream captures sync.>), to JetStream; progress needs no ack and must not hold up the chunks.
+func newMirror(d *Daemon) (*mirror.Mirror, error) {
+	return mirror.New(MirrorConfig(d.cfg), mirror.Deps{
+		Pool:    d.pool,
+		Log:     d.log,
+		Metrics: mirror.NewMetrics(d.reg),
+		Publish: func(subject string, data []byte) error {
+			d.api.Events().PublishEvent("progress", "", data)
+			return d.nc.Publish(subject, data)
+		},
+	})
+}
+
 func galleryConfig(c config.Config) gallerystatus.Config {
 	return gallerystatus.Config{SubjectPrefix: c.SubjectPrefix}
 }
@@ -50,13 +92,11 @@ func ReconcileService(c config.Config, pool *pgxpool.Pool, log *zap.Logger) (svc
 	rc := ReconcileConfig(c)
 	var closers []func()
 	if c.ICPURL != "" {
-		client, err := newICPClient(c, log)
+		client, err := icp.New(ICPConfig(c), log)
 		if err != nil {
 			log.Warn("ICP replica unreachable: this run does not check ICP drift", zap.Error(err))
 		} else {
-			ch := &icpChecker{}
-			ch.s.Store(icp.NewICPStatus(client))
-			rc.ICP = ch
+			rc.ICP = mirror.NewChecker(client)
 		}
 	}
 	if c.NATSURL != "" {

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode"
@@ -107,8 +108,16 @@ var settings = []string{
 	"EDGESYNC_ADMIN_TOKEN", "EDGESYNC_RECONCILE_INTERVAL", "EDGESYNC_STUCK_AFTER",
 	"EDGESYNC_ICP_URL", "EDGESYNC_ICP_CANISTER_ID", "EDGESYNC_ICP_IDENTITY_FILE",
 	"EDGESYNC_ICP_FETCH_ROOT_KEY", "EDGESYNC_LOG_LEVEL", "EDGESYNC_LOG_FORMAT",
-	"EDGESYNC_NATS_CREDS",
+	"EDGESYNC_NATS_CREDS", "EDGESYNC_ICP_MAX_ATTEMPTS", "EDGESYNC_ICP_RETRY_BASE", "EDGESYNC_ASSET_HOSTS",
+	"EDGESYNC_ASSET_MAX_BYTES",
 }
+
+// mirrorWorkers is how many assets the ICP mirror downloads and uploads at once (the daemon's
+// fixed concurrency, docs/icp.md); each may spool up to EDGESYNC_ASSET_MAX_BYTES.
+const mirrorWorkers = 4
+
+// defaultAssetMaxBytes is EDGESYNC_ASSET_MAX_BYTES' default (1 GiB).
+const defaultAssetMaxBytes = 1 << 30
 
 // secretSettings must come from the Secret, never from a literal or the ConfigMap.
 var secretSettings = []string{"EDGESYNC_DATABASE_URL", "EDGESYNC_ADMIN_TOKEN"}
@@ -410,7 +419,10 @@ func checkDeployment(t *testing.T, r rendered, production bool) {
 		}
 	}
 
-	// Volumes: /tmp writable, secret files read-only at the paths the ConfigMap names.
+	// Volumes: /tmp and EDGESYNC_DATA_DIR writable, secret files read-only at the paths the
+	// ConfigMap names.
+	dataDir := r.configMap.Data["EDGESYNC_DATA_DIR"]
+	var dataVol *corev1.Volume
 	mounts := map[string]corev1.VolumeMount{}
 	for _, m := range c.VolumeMounts {
 		mounts[m.Name] = m
@@ -424,8 +436,12 @@ func checkDeployment(t *testing.T, r rendered, production bool) {
 		}
 		switch {
 		case v.EmptyDir != nil:
-			if m.MountPath != "/tmp" {
-				t.Errorf("emptyDir %s mounted at %s; the only writable path is /tmp", v.Name, m.MountPath)
+			switch m.MountPath {
+			case "/tmp":
+			case dataDir:
+				dataVol = &v
+			default:
+				t.Errorf("emptyDir %s mounted at %s; the writable paths are /tmp and EDGESYNC_DATA_DIR (%s)", v.Name, m.MountPath, dataDir)
 			}
 		case v.Secret != nil:
 			if v.Secret.SecretName != "edgesync-secrets" || !m.ReadOnly {
@@ -443,6 +459,28 @@ func checkDeployment(t *testing.T, r rendered, production bool) {
 	}
 	if _, ok := mounts["tmp"]; !ok {
 		t.Errorf("no emptyDir mounted at /tmp")
+	}
+	// The ICP spool (EDGESYNC_DATA_DIR/spool) holds up to one asset per mirror worker.
+	assetMax := int64(defaultAssetMaxBytes)
+	if v := r.configMap.Data["EDGESYNC_ASSET_MAX_BYTES"]; v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Errorf("EDGESYNC_ASSET_MAX_BYTES=%q is not a number", v)
+		}
+		assetMax = n
+	}
+	need := resource.NewQuantity(mirrorWorkers*assetMax, resource.BinarySI)
+	switch {
+	case dataVol == nil:
+		t.Errorf("no emptyDir mounted at EDGESYNC_DATA_DIR=%q (the ICP spool)", dataDir)
+	case dataVol.EmptyDir.Medium != "":
+		t.Errorf("the data volume must be on disk, not %q: a spooled asset would count against the memory limit", dataVol.EmptyDir.Medium)
+	case dataVol.EmptyDir.SizeLimit == nil || dataVol.EmptyDir.SizeLimit.Cmp(*need) < 0:
+		t.Errorf("the data volume's sizeLimit %v is below %d workers x EDGESYNC_ASSET_MAX_BYTES (%d) = %v",
+			dataVol.EmptyDir.SizeLimit, mirrorWorkers, assetMax, need)
+	}
+	if eph, ok := c.Resources.Requests[corev1.ResourceEphemeralStorage]; !ok || dataVol == nil || dataVol.EmptyDir.SizeLimit == nil || eph.Cmp(*dataVol.EmptyDir.SizeLimit) < 0 {
+		t.Errorf("container: ephemeral-storage request %v must cover the data volume's sizeLimit, so the scheduler picks a node with the room", eph.String())
 	}
 	for _, key := range []string{"EDGESYNC_NATS_CREDS", "EDGESYNC_ICP_IDENTITY_FILE"} {
 		if p := r.configMap.Data[key]; !files[p] {

@@ -92,7 +92,8 @@ func seedDamage(e *env) damaged {
 	icp(i6, "document", "failed", 0)
 	e.exec(`INSERT INTO sync_attempts (memory_id, memory_type, backend, attempts, next_attempt_at) VALUES ($1::text::uuid, 'document', 'icp-canister', 1, now() + interval '1 hour')`, i6)
 	icp(n1, "note", "failed", 0)
-	e.exec(`INSERT INTO sync_attempts (memory_id, memory_type, backend, attempts, next_attempt_at) VALUES ($1::text::uuid, 'note', 'icp-canister', 3, now() - interval '1 hour')`, n1)
+	// The mirror spent every round: no next attempt.
+	e.exec(`INSERT INTO sync_attempts (memory_id, memory_type, backend, attempts, rounds, next_attempt_at) VALUES ($1::text::uuid, 'note', 'icp-canister', 3, 10, NULL)`, n1)
 	return d
 }
 
@@ -204,7 +205,12 @@ func TestService_RunNow(t *testing.T) {
 				t.Errorf("a retried sync lost its error: %q", msg)
 			}
 			if state(d.failedLater) != "failed" || state(d.failedSpent) != "failed" {
-				t.Error("a failed sync not yet due (or with its attempts spent) was retried")
+				t.Error("a failed sync not yet due (or with its rounds spent) was retried")
+			}
+			// A retried sync starts a new round: its attempts count from 0 again, and it is not due
+			// again until the mirror schedules another round.
+			if a, next := attempts(d.failedDue), e.str(`SELECT next_attempt_at::text FROM sync_attempts WHERE memory_id = $1::text::uuid`, d.failedDue); a != 0 || next != "<null>" {
+				t.Errorf("retried sync: attempts %d next %s; want 0 and none", a, next)
 			}
 
 			run, err = s.RunNow(ctx, TriggerCLI, false, nil)

@@ -308,7 +308,7 @@ func (s *Service) syncStates(ctx context.Context, db *pgx.Conn, rep *Report, dry
 		}
 		if err := db.QueryRow(ctx, `SELECT count(*) FROM storage_edges e
 			JOIN sync_attempts a ON a.memory_id = e.memory_id AND a.memory_type = e.memory_type AND a.backend = e.backend
-			WHERE e.sync_state = 'failed' AND a.next_attempt_at <= now() AND a.attempts < $1`, s.cfg.MaxAttempts).Scan(&rep.FailedRetried); err != nil {
+			WHERE e.sync_state = 'failed' AND e.backend = $1 AND a.next_attempt_at <= now()`, domain.BackendICP).Scan(&rep.FailedRetried); err != nil {
 			return fmt.Errorf("count failed syncs due for a retry: %w", err)
 		}
 		return nil
@@ -326,13 +326,13 @@ func (s *Service) syncStates(ctx context.Context, db *pgx.Conn, rep *Report, dry
 		}
 	}
 	for {
-		n, err := s.exec(ctx, db, "retry failed syncs", stmt{retrySQL, args{s.cfg.MaxAttempts, s.cfg.ChunkSize}})
+		n, err := s.exec(ctx, db, "retry failed syncs", stmt{retrySQL, args{domain.BackendICP, s.cfg.ChunkSize}})
 		if err != nil {
 			return err
 		}
 		rep.FailedRetried += n
 		rep.Fixed += n
-		if n < int64(s.cfg.ChunkSize) {
+		if n == 0 {
 			return nil
 		}
 	}
@@ -374,18 +374,28 @@ const stuckSQL = `WITH stuck AS (
 )
 SELECT (SELECT count(*) FROM gave_up), (SELECT count(*) FROM touched)`
 
-// retrySQL: $1 max attempts, $2 batch size. sync_error stays until the
-// mirror succeeds, so a person still sees why the last attempt failed.
+// retrySQL: $1 the backend (icp-canister), $2 batch size (memories). The
+// mirror sets next_attempt_at when a round of attempts failed and leaves it
+// NULL when the rounds are spent, so "due" is the whole rule. The memory's
+// failed edges become migrating (the pipeline wakes the mirror on that edge
+// event) and a new round starts: attempts 0, next_attempt_at NULL (rounds is
+// kept, so the backoff keeps growing). sync_error stays until the mirror
+// succeeds, so a person still sees why the last attempt failed.
 const retrySQL = `WITH due AS (
-  SELECT e.id FROM storage_edges e
-  JOIN sync_attempts a ON a.memory_id = e.memory_id AND a.memory_type = e.memory_type AND a.backend = e.backend
-  WHERE e.sync_state = 'failed' AND a.next_attempt_at <= now() AND a.attempts < $1
-  ORDER BY e.id
+  SELECT a.memory_id, a.memory_type, a.backend FROM sync_attempts a
+  WHERE a.backend = $1 AND a.next_attempt_at <= now()
+    AND EXISTS (SELECT 1 FROM storage_edges e WHERE e.memory_id = a.memory_id AND e.memory_type = a.memory_type
+      AND e.backend = a.backend AND e.sync_state = 'failed')
+  ORDER BY a.next_attempt_at
   LIMIT $2
-  FOR UPDATE OF e SKIP LOCKED
+  FOR UPDATE OF a SKIP LOCKED
+), new_round AS (
+  UPDATE sync_attempts a SET attempts = 0, next_attempt_at = NULL, updated_at = now()
+  FROM due d WHERE a.memory_id = d.memory_id AND a.memory_type = d.memory_type AND a.backend = d.backend
 )
 UPDATE storage_edges e SET sync_state = 'migrating'
-FROM due WHERE e.id = due.id AND e.sync_state = 'failed'`
+FROM due d WHERE e.memory_id = d.memory_id AND e.memory_type = d.memory_type AND e.backend = d.backend
+  AND e.sync_state = 'failed'`
 
 // checkICP compares a bounded batch of edges present on icp-canister with the
 // canister, continuing where the previous run stopped. A disagreeing edge is

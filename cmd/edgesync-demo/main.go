@@ -140,6 +140,9 @@ func run(ctx context.Context, out io.Writer, addr string, exitAfter bool) error 
 	cfg.DatabaseURL, cfg.HTTPAddr, cfg.DataDir, cfg.AdminToken = dbURL, addr, dataDir, token
 	cfg.ICPURL, cfg.ICPCanisterID, cfg.ICPFetchRootKey = replica.URL(), replica.CanisterID().String(), true
 	cfg.BlobURL = blobs.Addr
+	// The stand-in blob host listens on loopback, which the mirror refuses unless the allow-list
+	// names that address explicitly.
+	cfg.AssetHosts = strings.TrimPrefix(blobs.Addr, "http://")
 	cfg.ReconcileInterval = 0
 	cfg.HeartbeatInterval = 5 * time.Second
 	cfg.LogFormat, cfg.LogLevel = "console", "warn"

@@ -273,10 +273,38 @@ func TestStoreForever_TwiceQueuesNothingNew(t *testing.T) {
 	if status != 202 || len(body["queued"].([]any)) != 0 || body["already"] != float64(1) {
 		t.Fatalf("repeat memory: %d %v", status, body)
 	}
-	// A failed sync is queued again.
+	// A failed sync is queued again, with its retry rounds started afresh.
 	e.exec(`UPDATE storage_edges SET sync_state = 'failed', sync_error = 'x' WHERE memory_id = $1 AND artifact = 'asset' AND backend = 'icp-canister'`, withAsset)
+	e.exec(`INSERT INTO sync_attempts (memory_id, memory_type, backend, attempts, rounds) VALUES ($1, 'image', 'icp-canister', 5, 10)`, withAsset)
 	status, body, _ = e.do("POST", "/api/memories/image/"+withAsset+"/store-forever", testToken, nil)
 	if status != 202 || fmt.Sprint(body["queued"]) != fmt.Sprintf("[map[artifacts:[asset] memory_id:%s memory_type:image]]", withAsset) {
 		t.Fatalf("failed edge: %d %v", status, body)
+	}
+	var left int
+	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM sync_attempts WHERE memory_id = $1`, withAsset).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("sync_attempts rows after a new request: %d (%v); want 0", left, err)
+	}
+}
+
+// TestStoreForever_MirrorOff: without the ICP mirror both store-forever routes answer 503 with
+// an error naming EDGESYNC_ICP_URL, and queue nothing.
+func TestStoreForever_MirrorOff(t *testing.T) {
+	e := newEnv(t, func(c *Config, _ *Deps) { c.ICPMirror = false })
+	img := e.image(ptr("https://blob.example/a.jpg"))
+	g := e.gallery([2]string{img, "image"})
+	for _, path := range []string{"/api/galleries/" + g + "/store-forever", "/api/memories/image/" + img + "/store-forever"} {
+		status, body, _ := e.do("POST", path, testToken, nil)
+		errBody, _ := body["error"].(map[string]any)
+		if status != 503 || errBody["code"] != "unavailable" || !strings.Contains(fmt.Sprint(errBody["message"]), "EDGESYNC_ICP_URL") {
+			t.Errorf("POST %s = %d %v; want 503 naming EDGESYNC_ICP_URL", path, status, body)
+		}
+		// The token is still checked first.
+		if status, _, _ := e.do("POST", path, "", nil); status != 401 {
+			t.Errorf("POST %s without a token = %d; want 401", path, status)
+		}
+	}
+	var icpEdges int
+	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM storage_edges WHERE backend = 'icp-canister'`).Scan(&icpEdges); err != nil || icpEdges != 0 {
+		t.Errorf("%d icp edges after refused requests (%v); want none", icpEdges, err)
 	}
 }

@@ -95,7 +95,7 @@ func newEnv(t *testing.T, mutate func(*Config, *Deps)) *env {
 	t.Helper()
 	pool := pgtest.Pool(t, pgtest.New(t))
 	rec := &fakeReconciler{}
-	cfg := Config{AdminToken: testToken, Tables: defaultTables(), HandlerTimeout: 5 * time.Second}
+	cfg := Config{AdminToken: testToken, Tables: defaultTables(), HandlerTimeout: 5 * time.Second, ICPMirror: true}
 	deps := Deps{Pool: pool, Registry: prometheus.NewRegistry(), Reconciler: rec}
 	if mutate != nil {
 		mutate(&cfg, &deps)

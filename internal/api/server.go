@@ -22,6 +22,10 @@ type Config struct {
 	AdminToken string
 	// Tables maps memory types to app tables.
 	Tables []domain.Table
+	// ICPMirror says the ICP mirror runs (EDGESYNC_ICP_URL is set). Without it
+	// the store-forever routes answer 503 and queue nothing: a request that
+	// cannot be carried out must not sit migrating until reconcile calls it stuck.
+	ICPMirror bool
 	// HandlerTimeout bounds every request except the SSE stream (default 10s).
 	HandlerTimeout time.Duration
 	// MaxBodyBytes bounds request bodies (default 1 MiB); larger ones get 413.

@@ -32,8 +32,9 @@ type storeForeverResult struct {
 // selected by %[3]s: metadata always, the asset when the row has an asset URL.
 // A new edge starts migrating and not present; an existing one is set
 // migrating unless it is present and idle (stored) or already migrating
-// (queued), so repeating a request queues nothing new. The ICP mirror picks
-// the migrating edges up from there (they reach it as edge events).
+// (queued), so repeating a request queues nothing new; the memories it queues
+// start with no failed attempts or rounds. The ICP mirror picks the migrating
+// edges up from there (they reach it as edge events).
 const storeForeverSQL = `
 WITH m AS (
 	SELECT t.id, %[2]s AS has_asset FROM %[1]s t WHERE %[3]s
@@ -48,6 +49,10 @@ WITH m AS (
 	ON CONFLICT ON CONSTRAINT storage_edges_key DO UPDATE SET sync_state = 'migrating', sync_error = NULL
 	WHERE e.sync_state = 'failed' OR (e.sync_state = 'idle' AND NOT e.present)
 	RETURNING e.memory_id, e.artifact
+), reset AS (
+	-- A person asked: the memory gets a fresh set of rounds (see the ICP mirror's retry schedule).
+	DELETE FROM sync_attempts sa USING ins
+	WHERE sa.memory_id = ins.memory_id AND sa.memory_type = $1::memory_type_t AND sa.backend = 'icp-canister'
 )
 SELECT (SELECT count(*) FROM m), ins.memory_id, ins.artifact::text FROM ins
 UNION ALL
@@ -91,7 +96,14 @@ func collect(res *storeForeverResult, typ string, queued map[string][]string, to
 	res.Already += total - len(queued)
 }
 
+// errMirrorOff answers a store-forever request while the ICP mirror is off.
+var errMirrorOff = unavailable("the ICP mirror is off (EDGESYNC_ICP_URL is empty), so nothing can be stored forever and nothing was queued; set EDGESYNC_ICP_URL and EDGESYNC_ICP_CANISTER_ID, restart edgesync, then ask again")
+
 func (s *Server) storeForeverMemory(w http.ResponseWriter, r *http.Request) {
+	if !s.cfg.ICPMirror {
+		writeError(w, errMirrorOff)
+		return
+	}
 	typ, id, ok := memoryPath(w, r)
 	if !ok {
 		return
@@ -124,6 +136,10 @@ func (s *Server) storeForeverMemory(w http.ResponseWriter, r *http.Request) {
 // set-based statement per memory table. Items whose memory row is gone are
 // skipped (reconcile deals with them).
 func (s *Server) storeForeverGallery(w http.ResponseWriter, r *http.Request) {
+	if !s.cfg.ICPMirror {
+		writeError(w, errMirrorOff)
+		return
+	}
 	id := r.PathValue("id")
 	if !domain.CanonicalUUID(id) {
 		writeError(w, uuidError("gallery id", id))

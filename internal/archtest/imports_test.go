@@ -11,19 +11,22 @@ const module = "github.com/edgesync/edgesync"
 // rules: for a package prefix, the project packages it must not import.
 // Prefixes are relative to the module; the longest matching prefix wins.
 var rules = map[string][]string{
-	"domain":      {""},                                                   // the vocabulary: a leaf
-	"cdc":         {"", "!domain"},                                        // only the vocabulary
-	"config":      {"", "!domain"},                                        // only the vocabulary
-	"migrations":  {""},                                                   // a leaf
-	"sinks/edges": {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
-	"sinks/nats":  {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
-	"sinks/icp":   {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
-	"reconcile":   {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
-	"pipeline":    {"", "!cdc", "!domain", "!sinks/edges", "!sinks/nats"}, // the middle stage: cdc, the vocabulary and the sinks it feeds
-	"daemon":      {"cmd"},                                                // everything below it, never cmd
-	"internal":    {"cmd", "daemon"},                                      // helpers never reach up
-	"bench":       {"cmd"},                                                // benchmarks drive packages, not main
-	"deploy":      {"cmd", "daemon"},                                      // manifests only
+	"domain":              {""},                                                   // the vocabulary: a leaf
+	"cdc":                 {"", "!domain"},                                        // only the vocabulary
+	"config":              {"", "!domain"},                                        // only the vocabulary
+	"migrations":          {""},                                                   // a leaf
+	"sinks/edges":         {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
+	"sinks/nats":          {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
+	"reconcile":           {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
+	"pipeline":            {"", "!cdc", "!domain", "!sinks/edges", "!sinks/nats"}, // the middle stage: cdc, the vocabulary and the sinks it feeds
+	"icp":                 {"", "!domain"},                                        // the canister client: no Postgres, no River, no pipeline
+	"mirror":              {"", "!cdc", "!domain", "!icp", "!reconcile"},          // the client, event types and the ICPChecker types it implements
+	"internal/icpreplica": {"", "!icp"},                                           // the double: only the client's wire types
+	"cmd/icp-replica":     {"", "!internal/icpreplica"},
+	"daemon":              {"cmd"},           // everything below it, never cmd
+	"internal":            {"cmd", "daemon"}, // helpers never reach up
+	"bench":               {"cmd"},           // benchmarks drive packages, not main
+	"deploy":              {"cmd", "daemon"}, // manifests only
 }
 
 // forbidden reports whether pkg (module-relative) may not import dep.
@@ -95,11 +98,22 @@ func TestForbidden(t *testing.T) {
 		{"internal/api", "reconcile", false},
 		{"internal/pgtest", "daemon", true},
 		{"cmd/edgesync", "daemon", false},
-		{"sinks/icp", "sinks/icp/sub", false},
 		{"pipeline", "sinks/edges", false},
 		{"pipeline", "config", true},
 		{"pipeline", "daemon", true},
 		{"sinks/edges", "pipeline", true},
+		{"icp", "icp/sub", false},
+		{"icp", "mirror", true},
+		{"icp", "cdc", true},
+		{"mirror", "icp", false},
+		{"mirror", "reconcile", false},
+		{"mirror", "config", true},
+		{"mirror", "daemon", true},
+		{"reconcile", "mirror", true},
+		{"internal/icpreplica", "icp", false},
+		{"internal/icpreplica", "mirror", true},
+		{"cmd/icp-replica", "internal/icpreplica", false},
+		{"cmd/icp-replica", "mirror", true},
 	}
 	for _, c := range cases {
 		if got := forbidden(c.pkg, c.dep); got != c.want {

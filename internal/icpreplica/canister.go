@@ -9,7 +9,7 @@ import (
 
 	"github.com/aviate-labs/agent-go/candid"
 	"github.com/aviate-labs/agent-go/candid/idl"
-	"github.com/edgesync/edgesync/sinks/icp"
+	"github.com/edgesync/edgesync/icp"
 )
 
 // Limits of the memory-store canister as the double hosts it.

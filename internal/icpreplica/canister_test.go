@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/edgesync/edgesync/sinks/icp"
+	"github.com/edgesync/edgesync/icp"
 )
 
 const testUUID = "123e4567-e89b-12d3-a456-426614174000"

@@ -17,8 +17,8 @@ import (
 	"github.com/aviate-labs/agent-go/identity"
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/edgesync/edgesync/icp"
 	"github.com/edgesync/edgesync/internal/icpreplica"
-	"github.com/edgesync/edgesync/sinks/icp"
 )
 
 const uuid = "123e4567-e89b-12d3-a456-426614174000"
@@ -143,7 +143,7 @@ func TestReplica_ingressExpiryTooFar(t *testing.T) {
 }
 
 // TestReplica_foreignKey: agent-go itself refuses foreign-key certificates on queries and on
-// polled calls (the synchronous call path is sinks/icp's transport's job, tested there).
+// polled calls (the synchronous call path is icp's transport's job, tested there).
 func TestReplica_foreignKey(t *testing.T) {
 	r := icpreplica.StartTest(t, icpreplica.Config{})
 	a := newAgent(t, r, agent.Config{})

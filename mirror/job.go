@@ -1,40 +1,43 @@
-package icp
+package mirror
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"sync"
 	"time"
 
+	"github.com/edgesync/edgesync/cdc"
 	"github.com/edgesync/edgesync/domain"
+	"github.com/edgesync/edgesync/icp"
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"go.uber.org/zap"
 )
 
-// mirrorArgs are a job's arguments: the memory, nothing else, so that uniqueness by args means
+// args are a job's arguments: the memory, nothing else, so that uniqueness by args means
 // one job per memory.
-type mirrorArgs struct {
+type args struct {
 	MemoryID   string `json:"memory_id"`
 	MemoryType string `json:"memory_type"`
 }
 
-func (mirrorArgs) Kind() string { return JobKind }
+func (args) Kind() string { return JobKind }
 
-// mirrorWorker runs mirror jobs for m.
-type mirrorWorker struct {
-	river.WorkerDefaults[mirrorArgs]
+// worker runs mirror jobs for m.
+type worker struct {
+	river.WorkerDefaults[args]
 	m *Mirror
 }
 
-var _ river.Worker[mirrorArgs] = (*mirrorWorker)(nil)
+var _ river.Worker[args] = (*worker)(nil)
 
-func (w *mirrorWorker) Timeout(*river.Job[mirrorArgs]) time.Duration { return w.m.cfg.JobTimeout }
+func (w *worker) Timeout(*river.Job[args]) time.Duration { return w.m.cfg.JobTimeout }
 
-func (w *mirrorWorker) NextRetry(job *river.Job[mirrorArgs]) time.Time {
+func (w *worker) NextRetry(job *river.Job[args]) time.Time {
 	return time.Now().Add(w.m.retryDelay(job.ID, job.Attempt))
 }
 
@@ -53,12 +56,16 @@ func (m *Mirror) retryDelay(jobID int64, attempt int) time.Duration {
 	return d + time.Duration(float64(d)*jitter)
 }
 
-func (w *mirrorWorker) Work(ctx context.Context, job *river.Job[mirrorArgs]) error {
+func (w *worker) Work(ctx context.Context, job *river.Job[args]) error {
 	m := w.m
 	a := job.Args
+	client := m.client.Load()
+	if client == nil {
+		return errNotConnected // Run starts the workers only once connected
+	}
 	log := m.log.With(zap.String("memory_id", a.MemoryID), zap.String("memory_type", a.MemoryType),
 		zap.Int64("job", job.ID), zap.Int("attempt", job.Attempt))
-	err := m.sync(ctx, job, log)
+	err := m.sync(ctx, client, job, log)
 	switch {
 	case err == nil:
 		m.metrics.jobs.WithLabelValues(resultOK).Inc()
@@ -78,57 +85,108 @@ func (w *mirrorWorker) Work(ctx context.Context, job *river.Job[mirrorArgs]) err
 
 // fail records a failed attempt for people (sync_error, sync_attempts) and tells River what
 // next: retry with backoff, or stop when the attempts are spent or retrying cannot help.
-func (m *Mirror) fail(ctx context.Context, job *river.Job[mirrorArgs], log *zap.Logger, err error) error {
+func (m *Mirror) fail(ctx context.Context, job *river.Job[args], log *zap.Logger, err error) error {
 	p := explain(err, m.cfg)
 	final := p.permanent || job.Attempt >= job.MaxAttempts
-	note := p.note
-	var next *time.Time
-	if final {
-		if !p.permanent {
-			note = fmt.Sprintf("%s (gave up after %d attempts; ask for Store Forever again once fixed)", note, job.Attempt)
-		}
-	} else {
-		t := time.Now().Add(m.retryDelay(job.ID, job.Attempt))
-		next = &t
-	}
 	m.metrics.uploadFailures.Inc()
 	// The attempt's own context may be what ended (job timeout); the record must still be written.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), failureRecordingTimeout)
 	defer cancel()
-	if recErr := m.recordFailure(rctx, job.Args, note, next, final); recErr != nil {
+	if !final {
+		next := time.Now().Add(m.retryDelay(job.ID, job.Attempt))
+		if recErr := m.recordRetry(rctx, job.Args, p.note, next); recErr != nil {
+			log.Error("record icp mirror failure", zap.Error(recErr))
+		}
+		m.metrics.jobs.WithLabelValues(resultRetry).Inc()
+		log.Warn("icp mirror attempt failed; will retry", zap.String("sync_error", p.note),
+			zap.Time("next_attempt_at", next), zap.Error(err))
+		return err
+	}
+	note, recErr := m.recordFinal(rctx, job.Args, p, job.Attempt)
+	if recErr != nil {
 		log.Error("record icp mirror failure", zap.Error(recErr))
 	}
-	if final {
-		m.metrics.jobs.WithLabelValues(resultFailed).Inc()
-		log.Warn("icp mirror failed; edges set failed", zap.String("sync_error", note), zap.Error(err))
-		if p.permanent {
-			return river.JobCancel(err)
-		}
-		return err // River discards a job whose last attempt failed
+	m.metrics.jobs.WithLabelValues(resultFailed).Inc()
+	log.Warn("icp mirror failed; edges set failed", zap.String("sync_error", note), zap.Error(err))
+	if p.permanent {
+		return river.JobCancel(err)
 	}
-	m.metrics.jobs.WithLabelValues(resultRetry).Inc()
-	log.Warn("icp mirror attempt failed; will retry", zap.String("sync_error", note),
-		zap.Time("next_attempt_at", *next), zap.Error(err))
-	return err
+	return err // River discards a job whose last attempt failed
 }
 
-// recordFailureSQL counts the attempt and writes the note on the memory's migrating icp edges;
-// on a final failure they become failed. next_attempt_at is NULL then: nothing retries a memory
-// the mirror gave up on until a person asks again (reconcile's failed-retry also skips it).
-const recordFailureSQL = `WITH attempt AS (
+// roundDelay is the wait after failed round n (1-based) before reconcile starts the next one:
+// RoundBase·2^(n-1), capped at RoundMax.
+func (m *Mirror) roundDelay(n int) time.Duration {
+	d := m.cfg.RoundBase
+	for i := 1; i < n && d < RoundMax; i++ {
+		d *= 2
+	}
+	return min(d, RoundMax)
+}
+
+// finalNote is the sync_error of a failed round: what failed, and when edgesync tries again, or
+// that it no longer does and what a person should do. next is nil when nothing is scheduled.
+func (m *Mirror) finalNote(p problem, attempts, round int, now time.Time) (note string, next *time.Time) {
+	switch {
+	case p.permanent:
+		return p.note, nil
+	case round < m.cfg.MaxRounds:
+		t := now.Add(m.roundDelay(round))
+		return fmt.Sprintf("%s (round %d of %d gave up after %d attempts; edgesync tries again after %s, or ask for Store Forever again once fixed)",
+			p.note, round, m.cfg.MaxRounds, attempts, t.UTC().Format(time.RFC3339)), &t
+	default:
+		return fmt.Sprintf("%s (gave up after %d attempts in each of %d rounds; edgesync no longer retries by itself: fix the cause, then ask for Store Forever again)",
+			p.note, attempts, round), nil
+	}
+}
+
+// recordRetrySQL counts the attempt and writes the note on the memory's migrating icp edges,
+// which stay migrating: River retries at next_attempt_at.
+const recordRetrySQL = `WITH attempt AS (
 	INSERT INTO sync_attempts AS s (memory_id, memory_type, backend, attempts, last_error, next_attempt_at, updated_at)
-	VALUES ($1, $2, 'icp-canister', 1, $3, $4, now())
+	VALUES ($1, $2, $5, 1, $3, $4, now())
 	ON CONFLICT (memory_id, memory_type, backend) DO UPDATE
 	SET attempts = s.attempts + 1, last_error = EXCLUDED.last_error,
 	    next_attempt_at = EXCLUDED.next_attempt_at, updated_at = now()
 )
-UPDATE storage_edges SET sync_error = $3,
-	sync_state = CASE WHEN $5::boolean THEN 'failed'::sync_t ELSE sync_state END
-WHERE memory_id = $1 AND memory_type = $2 AND backend = 'icp-canister' AND sync_state = 'migrating'`
+UPDATE storage_edges SET sync_error = $3
+WHERE memory_id = $1 AND memory_type = $2 AND backend = $5 AND sync_state = $6`
 
-func (m *Mirror) recordFailure(ctx context.Context, a mirrorArgs, note string, next *time.Time, final bool) error {
-	_, err := m.pool.Exec(ctx, recordFailureSQL, a.MemoryID, a.MemoryType, note, next, final)
+func (m *Mirror) recordRetry(ctx context.Context, a args, note string, next time.Time) error {
+	_, err := m.pool.Exec(ctx, recordRetrySQL, a.MemoryID, a.MemoryType, note, next, domain.BackendICP, domain.SyncMigrating)
 	return err
+}
+
+// recordFinalSQL ends a round: the attempt and the round are counted, next_attempt_at is when
+// reconcile starts the next round (NULL: never), and the memory's migrating icp edges fail.
+const recordFinalSQL = `WITH attempt AS (
+	INSERT INTO sync_attempts AS s (memory_id, memory_type, backend, attempts, rounds, last_error, next_attempt_at, updated_at)
+	VALUES ($1, $2, $5, 1, $6, $3, $4, now())
+	ON CONFLICT (memory_id, memory_type, backend) DO UPDATE
+	SET attempts = s.attempts + 1, rounds = EXCLUDED.rounds, last_error = EXCLUDED.last_error,
+	    next_attempt_at = EXCLUDED.next_attempt_at, updated_at = now()
+)
+UPDATE storage_edges SET sync_error = $3, sync_state = $7
+WHERE memory_id = $1 AND memory_type = $2 AND backend = $5 AND sync_state = $8`
+
+// recordFinal ends the round in one transaction with the read of the rounds already spent, and
+// returns the note it wrote.
+func (m *Mirror) recordFinal(ctx context.Context, a args, p problem, attempts int) (string, error) {
+	note := p.note
+	err := pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+		var spent int
+		err := tx.QueryRow(ctx, `SELECT rounds FROM sync_attempts WHERE memory_id = $1 AND memory_type = $2 AND backend = $3 FOR UPDATE`,
+			a.MemoryID, a.MemoryType, domain.BackendICP).Scan(&spent)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		var next *time.Time
+		note, next = m.finalNote(p, attempts, spent+1, time.Now())
+		_, err = tx.Exec(ctx, recordFinalSQL, a.MemoryID, a.MemoryType, note, next, domain.BackendICP, spent+1,
+			domain.SyncFailed, domain.SyncMigrating)
+		return err
+	})
+	return note, err
 }
 
 // memoryRow is what a job reads of the memory.
@@ -158,14 +216,14 @@ const maxPasses = 3
 // That closes the lost-wake gap: a wake for an edge set migrating while this job runs is dropped
 // as a duplicate of it, so this job must either see that edge and go round again, or complete
 // before the wake's insert, which then makes a new job.
-func (m *Mirror) sync(ctx context.Context, job *river.Job[mirrorArgs], log *zap.Logger) error {
+func (m *Mirror) sync(ctx context.Context, client *icp.Client, job *river.Job[args], log *zap.Logger) error {
 	a := job.Args
 	t, ok := m.tables[a.MemoryType]
 	if !ok {
 		return fmt.Errorf("memory type %q has no table mapping", a.MemoryType)
 	}
-	if !ValidUUID(a.MemoryID) {
-		return fmt.Errorf("%w: %q", ErrInvalidUUID, a.MemoryID)
+	if !icp.ValidUUID(a.MemoryID) {
+		return fmt.Errorf("%w: %q", icp.ErrInvalidUUID, a.MemoryID)
 	}
 	want, err := m.migratingArtifacts(ctx, m.pool, a)
 	if err != nil {
@@ -176,7 +234,7 @@ func (m *Mirror) sync(ctx context.Context, job *river.Job[mirrorArgs], log *zap.
 			if pass > 0 {
 				log.Debug("icp edges became migrating while the job ran; another pass")
 			}
-			if err := m.store(ctx, t, a, want, log); err != nil {
+			if err := m.store(ctx, client, t, a, want, log); err != nil {
 				return err
 			}
 		}
@@ -188,13 +246,13 @@ func (m *Mirror) sync(ctx context.Context, job *river.Job[mirrorArgs], log *zap.
 }
 
 // store does one pass: the artifacts in want.
-func (m *Mirror) store(ctx context.Context, t domain.Table, a mirrorArgs, want map[string]bool, log *zap.Logger) error {
+func (m *Mirror) store(ctx context.Context, client *icp.Client, t domain.Table, a args, want map[string]bool, log *zap.Logger) error {
 	row, err := m.readRow(ctx, t, a.MemoryID)
 	if err != nil {
 		return err
 	}
 	if want[domain.ArtifactMetadata] {
-		hash, err := m.client.PutMetadata(ctx, a.MemoryID, row.json)
+		hash, err := client.PutMetadata(ctx, a.MemoryID, row.json)
 		if err != nil {
 			return &stepError{step: domain.ArtifactMetadata, err: err}
 		}
@@ -203,11 +261,11 @@ func (m *Mirror) store(ctx context.Context, t domain.Table, a mirrorArgs, want m
 		}
 	}
 	if want[domain.ArtifactAsset] {
-		if err := m.syncAsset(ctx, a, row, log); err != nil {
+		if err := m.syncAsset(ctx, client, a, row, log); err != nil {
 			return err
 		}
 	}
-	log.Debug("icp mirror pass done", zap.Bool("metadata", want["metadata"]), zap.Bool("asset", want["asset"]))
+	log.Debug("icp mirror pass done", zap.Bool("metadata", want[domain.ArtifactMetadata]), zap.Bool("asset", want[domain.ArtifactAsset]))
 	return nil
 }
 
@@ -219,7 +277,7 @@ var errEdgesMigrating = errors.New("icp edges still migrating")
 // is updated before the check: a wake racing with us either waits on that row lock and, once we
 // commit, inserts a new job, or ran before it, in which case its edge change is visible to the
 // check.
-func (m *Mirror) complete(ctx context.Context, job *river.Job[mirrorArgs]) (migrating map[string]bool, err error) {
+func (m *Mirror) complete(ctx context.Context, job *river.Job[args]) (migrating map[string]bool, err error) {
 	err = pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
 		if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
 			return fmt.Errorf("complete job: %w", err)
@@ -238,7 +296,7 @@ func (m *Mirror) complete(ctx context.Context, job *river.Job[mirrorArgs]) (migr
 	return nil, err
 }
 
-func (m *Mirror) syncAsset(ctx context.Context, a mirrorArgs, row memoryRow, log *zap.Logger) error {
+func (m *Mirror) syncAsset(ctx context.Context, client *icp.Client, a args, row memoryRow, log *zap.Logger) error {
 	if row.url == nil || *row.url == "" {
 		return errNoAssetURL
 	}
@@ -263,16 +321,16 @@ func (m *Mirror) syncAsset(ctx context.Context, a mirrorArgs, row memoryRow, log
 	defer m.metrics.uploading.Dec()
 	stopBeat := m.heartbeat(ctx, a, log)
 	defer stopBeat()
-	_, err = m.client.UploadAsset(ctx, a.MemoryID, b, b.size, b.hash, m.progress(a))
+	_, err = client.UploadAsset(ctx, a.MemoryID, b, b.size, b.hash, m.progress(a))
 	if err != nil {
 		return &stepError{step: domain.ArtifactAsset, err: err}
 	}
 	return m.markStored(ctx, a, domain.ArtifactAsset, b.hash, b.size, true)
 }
 
-// progress returns the upload's progress callback: it counts the bytes actually sent and passes
-// the progress on at most every progressInterval, and always at the end.
-func (m *Mirror) progress(a mirrorArgs) func(done, total int64) {
+// progress returns the upload's progress callback: it counts the bytes actually sent and publishes
+// the progress at most every progressInterval, and always at the end.
+func (m *Mirror) progress(a args) func(done, total int64) {
 	var mu sync.Mutex
 	var last time.Time
 	var sent, base int64 = 0, -1
@@ -285,16 +343,24 @@ func (m *Mirror) progress(a mirrorArgs) func(done, total int64) {
 			m.metrics.uploadBytes.Add(float64(done - base - sent))
 			sent = done - base
 		}
-		if m.cfg.Progress != nil && (done == total || time.Since(last) >= progressInterval) {
-			last = time.Now()
-			m.cfg.Progress(a.MemoryID, a.MemoryType, done, total)
+		if m.publish == nil || (done != total && time.Since(last) < progressInterval) {
+			return
+		}
+		last = time.Now()
+		body, err := json.Marshal(cdc.ProgressEvent{MemoryID: a.MemoryID, MemoryType: a.MemoryType, BytesDone: done, BytesTotal: total, At: last.UTC()})
+		if err == nil {
+			err = m.publish(m.cfg.Subjects.SyncProgress(), body)
+		}
+		if err != nil {
+			// Progress is advisory: a lost message costs nothing the next one does not repair.
+			m.log.Debug("publish icp progress", zap.Error(err))
 		}
 	}
 }
 
 // heartbeat touches the memory's migrating icp edges every Heartbeat until stopped, so that a
 // long upload is not taken for stuck by reconcile.
-func (m *Mirror) heartbeat(ctx context.Context, a mirrorArgs, log *zap.Logger) (stop func()) {
+func (m *Mirror) heartbeat(ctx context.Context, a args, log *zap.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -307,8 +373,8 @@ func (m *Mirror) heartbeat(ctx context.Context, a mirrorArgs, log *zap.Logger) (
 				return
 			case <-tick.C:
 				if _, err := m.pool.Exec(ctx, `UPDATE storage_edges SET updated_at = now()
-					WHERE memory_id = $1 AND memory_type = $2 AND backend = 'icp-canister' AND sync_state = 'migrating'`,
-					a.MemoryID, a.MemoryType); err != nil && ctx.Err() == nil {
+					WHERE memory_id = $1 AND memory_type = $2 AND backend = $3 AND sync_state = $4`,
+					a.MemoryID, a.MemoryType, domain.BackendICP, domain.SyncMigrating); err != nil && ctx.Err() == nil {
 					log.Debug("touch migrating icp edges", zap.Error(err))
 				}
 			}
@@ -322,10 +388,10 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-func (m *Mirror) migratingArtifacts(ctx context.Context, q querier, a mirrorArgs) (map[string]bool, error) {
+func (m *Mirror) migratingArtifacts(ctx context.Context, q querier, a args) (map[string]bool, error) {
 	rows, err := q.Query(ctx, `SELECT artifact::text FROM storage_edges
-		WHERE memory_id = $1 AND memory_type = $2 AND backend = 'icp-canister' AND sync_state = 'migrating'`,
-		a.MemoryID, a.MemoryType)
+		WHERE memory_id = $1 AND memory_type = $2 AND backend = $3 AND sync_state = $4`,
+		a.MemoryID, a.MemoryType, domain.BackendICP, domain.SyncMigrating)
 	if err != nil {
 		return nil, fmt.Errorf("read migrating icp edges: %w", err)
 	}
@@ -371,14 +437,14 @@ func (m *Mirror) readRow(ctx context.Context, t domain.Table, id string) (memory
 // is done and its retry bookkeeping goes in the same statement, so nobody sees a stored memory
 // with attempts still counted. It is unconditional: if reconcile gave up on the edge meanwhile,
 // the canister's answer is still the truth.
-func (m *Mirror) markStored(ctx context.Context, a mirrorArgs, artifact, hash string, size int64, last bool) error {
+func (m *Mirror) markStored(ctx context.Context, a args, artifact, hash string, size int64, last bool) error {
 	_, err := m.pool.Exec(ctx, `WITH cleared AS (
-		DELETE FROM sync_attempts WHERE $6::boolean AND memory_id = $1 AND memory_type = $2 AND backend = 'icp-canister'
+		DELETE FROM sync_attempts WHERE $6::boolean AND memory_id = $1 AND memory_type = $2 AND backend = $7
 	)
 	UPDATE storage_edges
-	SET present = true, sync_state = 'idle', sync_error = NULL, content_hash = $4, size_bytes = $5, last_synced_at = now()
-	WHERE memory_id = $1 AND memory_type = $2 AND backend = 'icp-canister' AND artifact = $3::artifact_t`,
-		a.MemoryID, a.MemoryType, artifact, hash, size, last)
+	SET present = true, sync_state = $8, sync_error = NULL, content_hash = $4, size_bytes = $5, last_synced_at = now()
+	WHERE memory_id = $1 AND memory_type = $2 AND backend = $7 AND artifact = $3::artifact_t`,
+		a.MemoryID, a.MemoryType, artifact, hash, size, last, domain.BackendICP, domain.SyncIdle)
 	if err != nil {
 		return fmt.Errorf("mark %s stored on icp: %w", artifact, err)
 	}

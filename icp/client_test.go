@@ -21,8 +21,8 @@ import (
 	"github.com/aviate-labs/agent-go/identity"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/edgesync/edgesync/icp"
 	"github.com/edgesync/edgesync/internal/icpreplica"
-	"github.com/edgesync/edgesync/sinks/icp"
 )
 
 // newClient returns a client of the double r; cfg's connection fields are filled in.

@@ -1,4 +1,4 @@
-package icp_test
+package mirror_test
 
 import (
 	"bytes"
@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgesync/edgesync/sinks/icp"
+	"github.com/edgesync/edgesync/icp"
+	"github.com/edgesync/edgesync/mirror"
 )
 
 // BenchmarkMirror measures the whole mirror (River job, row read, asset download with SHA-256,
@@ -17,13 +18,13 @@ import (
 // mirror on an emptied canister, so drifting machine load hits both alike; x-bare is the
 // mirror's throughput over the bare loop's. Run it with:
 //
-//	go test -run '^$' -bench BenchmarkMirror -benchtime 5x ./sinks/icp/
+//	go test -run '^$' -bench BenchmarkMirror -benchtime 5x ./mirror/
 func BenchmarkMirror(b *testing.B) {
 	e := newMirrorEnv(b, icp.Config{CallTimeout: time.Minute})
 	small, smallHash := asset(100<<10, 21)
 	big, bigHash := asset(50<<20, 22)
 	smallURL, bigURL := e.blobs.put("small.jpg", small), e.blobs.put("big.mp4", big)
-	m := e.start(b, icp.MirrorConfig{}, nil)
+	m := e.start(b, mirror.Config{}, nil)
 	ctx := context.Background()
 	meta := bytes.Repeat([]byte(`{"k":"v"}`), 300/9) // about the size of a row's JSON
 
@@ -63,9 +64,7 @@ func BenchmarkMirror(b *testing.B) {
 				}
 				start = time.Now()
 				for _, id := range ids {
-					if err := m.Wake(ctx, id, "image"); err != nil {
-						b.Fatal(err)
-					}
+					m.Wake(id, "image")
 				}
 				e.waitStored(b, ids)
 				mirror += time.Since(start)

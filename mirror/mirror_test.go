@@ -1,10 +1,15 @@
-package icp_test
+package mirror_test
 
 import (
 	"bytes"
 	"context"
-	"errors"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,13 +25,38 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/edgesync/edgesync/cdc"
 	"github.com/edgesync/edgesync/domain"
+	"github.com/edgesync/edgesync/icp"
 	"github.com/edgesync/edgesync/internal/icpreplica"
 	"github.com/edgesync/edgesync/internal/pgtest"
-	"github.com/edgesync/edgesync/sinks/icp"
+	"github.com/edgesync/edgesync/mirror"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func newUUID(t testing.TB) string {
+	t.Helper()
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// asset returns size deterministic pseudo-random bytes and their SHA-256.
+func asset(size int, seed uint64) ([]byte, string) {
+	b := make([]byte, size)
+	r := mrand.NewChaCha8([32]byte{byte(seed)})
+	_, _ = r.Read(b)
+	return b, hashOf(b)
+}
+
+func hashOf(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
 
 // mirrorTables is the reference app schema's mapping.
 var mirrorTables = []domain.Table{
@@ -40,13 +70,14 @@ var mirrorTables = []domain.Table{
 // mirrorEnv is one test's world: a fresh database, the replica double, a client of it, a blob
 // server, and what the mirror logged.
 type mirrorEnv struct {
-	pool    *pgxpool.Pool
-	replica *icpreplica.Replica
-	client  *icp.Client
-	blobs   *blobServer
-	reg     *prometheus.Registry
-	log     *zap.Logger
-	logs    *observer.ObservedLogs
+	pool     *pgxpool.Pool
+	replica  *icpreplica.Replica
+	client   *icp.Client
+	blobs    *blobServer
+	reg      *prometheus.Registry
+	log      *zap.Logger
+	logs     *observer.ObservedLogs
+	progress progressLog
 }
 
 func newMirrorEnv(t testing.TB, clientCfg icp.Config) *mirrorEnv {
@@ -65,7 +96,7 @@ func newMirrorEnv(t testing.TB, clientCfg icp.Config) *mirrorEnv {
 	t.Cleanup(pool.Close)
 	core, logs := observer.New(zapcore.InfoLevel)
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(t, zaptest.Level(zapcore.WarnLevel)).Core(), core))
-	if err := icp.MigrateQueue(context.Background(), pool, log); err != nil {
+	if err := mirror.MigrateQueue(context.Background(), pool, log); err != nil {
 		t.Fatalf("migrate river: %v", err)
 	}
 	r := icpreplica.StartTest(t, icpreplica.Config{})
@@ -85,17 +116,16 @@ func newMirrorEnv(t testing.TB, clientCfg icp.Config) *mirrorEnv {
 
 // runningMirror is a Mirror whose Run goroutine the test controls.
 type runningMirror struct {
-	*icp.Mirror
+	*mirror.Mirror
 	cancel  context.CancelFunc
 	done    chan error
 	stopped sync.Once
 }
 
-// start builds a mirror with fast test settings (cfg's non-zero fields win) and runs it until
-// stop or the end of the test.
-func (e *mirrorEnv) start(t testing.TB, cfg icp.MirrorConfig, client *icp.Client) *runningMirror {
-	t.Helper()
+// testConfig is cfg with fast test settings where cfg leaves a field zero.
+func (e *mirrorEnv) testConfig(cfg mirror.Config) mirror.Config {
 	cfg.Tables = mirrorTables
+	cfg.Subjects = domain.Subjects{Prefix: "test"}
 	def := func(v *time.Duration, d time.Duration) {
 		if *v == 0 {
 			*v = d
@@ -106,13 +136,46 @@ func (e *mirrorEnv) start(t testing.TB, cfg icp.MirrorConfig, client *icp.Client
 	def(&cfg.PollInterval, 50*time.Millisecond)
 	def(&cfg.FetchTimeout, 5*time.Second)
 	def(&cfg.StopTimeout, 2*time.Second)
-	if client == nil {
-		client = e.client
+	if cfg.AssetHosts == nil {
+		// The blob server listens on loopback: allowed only because the pattern names it.
+		cfg.AssetHosts = hostPatterns(e.blobs.Listener.Addr().String())
 	}
-	m, err := icp.NewMirror(cfg, e.pool, client, e.log, e.reg)
+	return cfg
+}
+
+func hostPatterns(list string) []domain.HostPattern {
+	p, err := domain.ParseHostPatterns(list)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
+// newMirror builds a mirror with fast test settings, its metrics on a fresh registry (which
+// becomes e.reg, read by counter).
+func (e *mirrorEnv) newMirror(t testing.TB, cfg mirror.Config, deps mirror.Deps) *mirror.Mirror {
+	t.Helper()
+	e.reg = prometheus.NewRegistry()
+	deps.Pool, deps.Log, deps.Metrics = e.pool, e.log, mirror.NewMetrics(e.reg)
+	m, err := mirror.New(e.testConfig(cfg), deps)
 	if err != nil {
 		t.Fatalf("new mirror: %v", err)
 	}
+	return m
+}
+
+// start builds a mirror (see newMirror) on client, e.client when nil, and runs it until stop or
+// the end of the test.
+func (e *mirrorEnv) start(t testing.TB, cfg mirror.Config, client *icp.Client) *runningMirror {
+	t.Helper()
+	if client == nil {
+		client = e.client
+	}
+	return e.run(t, e.newMirror(t, cfg, mirror.Deps{Client: client, Publish: e.progress.record}))
+}
+
+// run runs m until stop or the end of the test.
+func (e *mirrorEnv) run(t testing.TB, m *mirror.Mirror) *runningMirror {
 	ctx, cancel := context.WithCancel(context.Background())
 	rm := &runningMirror{Mirror: m, cancel: cancel, done: make(chan error, 1)}
 	go func() { rm.done <- m.Run(ctx) }()
@@ -139,14 +202,16 @@ func (rm *runningMirror) stop(t testing.TB) {
 // blobServer plays Vercel Blob: files by path, and paths that answer a status or never answer.
 type blobServer struct {
 	*httptest.Server
-	mu     sync.Mutex
-	files  map[string][]byte
-	status map[string]int
-	hang   map[string]bool
+	mu       sync.Mutex
+	files    map[string][]byte
+	status   map[string]int
+	hang     map[string]bool
+	redirect map[string]string
+	hits     int
 }
 
 func newBlobServer(t testing.TB) *blobServer {
-	b := &blobServer{files: map[string][]byte{}, status: map[string]int{}, hang: map[string]bool{}}
+	b := &blobServer{files: map[string][]byte{}, status: map[string]int{}, hang: map[string]bool{}, redirect: map[string]string{}}
 	b.Server = httptest.NewServer(http.HandlerFunc(b.serve))
 	t.Cleanup(func() { b.CloseClientConnections(); b.Close() })
 	return b
@@ -155,9 +220,12 @@ func newBlobServer(t testing.TB) *blobServer {
 func (b *blobServer) serve(w http.ResponseWriter, r *http.Request) {
 	b.mu.Lock()
 	data, ok := b.files[r.URL.Path]
-	status, hang := b.status[r.URL.Path], b.hang[r.URL.Path]
+	status, hang, to := b.status[r.URL.Path], b.hang[r.URL.Path], b.redirect[r.URL.Path]
+	b.hits++
 	b.mu.Unlock()
 	switch {
+	case to != "":
+		http.Redirect(w, r, to, http.StatusFound)
 	case hang:
 		<-r.Context().Done()
 	case status != 0:
@@ -183,6 +251,19 @@ func (b *blobServer) fail(name string, status int) string {
 	defer b.mu.Unlock()
 	b.status["/"+name] = status
 	return b.URL + "/" + name
+}
+
+func (b *blobServer) redirectTo(name, to string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.redirect["/"+name] = to
+	return b.URL + "/" + name
+}
+
+func (b *blobServer) requests() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.hits
 }
 
 func (b *blobServer) hangOn(name string) string {
@@ -215,8 +296,9 @@ func (e *mirrorEnv) note(t testing.TB, body string) string {
 }
 
 // storeForever does what the API does for a memory: its icp-canister edges become migrating and
-// not present (metadata always, the asset when it has one); then the mirror is woken.
-func (e *mirrorEnv) storeForever(t testing.TB, m *icp.Mirror, id, typ string, withAsset bool) {
+// not present (metadata always, the asset when it has one); then the mirror is woken, as the
+// pipeline does when it sees the edges change.
+func (e *mirrorEnv) storeForever(t testing.TB, m *mirror.Mirror, id, typ string, withAsset bool) {
 	t.Helper()
 	arts := []string{"metadata"}
 	if withAsset {
@@ -229,9 +311,18 @@ func (e *mirrorEnv) storeForever(t testing.TB, m *icp.Mirror, id, typ string, wi
 			t.Fatal(err)
 		}
 	}
-	if err := m.Wake(context.Background(), id, typ); err != nil {
-		t.Fatalf("wake %s: %v", id, err)
+	m.Wake(id, typ)
+}
+
+// requeue is what reconcile does for ICP drift and due retries: the memory's icp edges become
+// migrating again, and the pipeline wakes the mirror.
+func (e *mirrorEnv) requeue(t testing.TB, m *mirror.Mirror, id, typ string) {
+	t.Helper()
+	if _, err := e.pool.Exec(context.Background(), `UPDATE storage_edges SET sync_state = 'migrating'
+		WHERE memory_id = $1 AND memory_type = $2 AND backend = 'icp-canister'`, id, typ); err != nil {
+		t.Fatal(err)
 	}
+	m.Wake(id, typ)
 }
 
 type edgeRow struct {
@@ -361,19 +452,26 @@ func (e *mirrorEnv) dumpJobs(t testing.TB) {
 	}
 }
 
-// progressLog records Progress calls.
+// progressLog records the progress messages a mirror publishes.
 type progressLog struct {
 	mu    sync.Mutex
 	calls map[string][][2]int64
+	bad   []string
 }
 
-func (p *progressLog) record(id, _ string, done, total int64) {
+func (p *progressLog) record(subject string, data []byte) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	var msg cdc.ProgressEvent
+	if err := json.Unmarshal(data, &msg); err != nil || subject != "test.sync.progress" || msg.At.IsZero() {
+		p.bad = append(p.bad, fmt.Sprintf("%s %s (%v)", subject, data, err))
+		return nil
+	}
 	if p.calls == nil {
 		p.calls = map[string][][2]int64{}
 	}
-	p.calls[id] = append(p.calls[id], [2]int64{done, total})
+	p.calls[msg.MemoryID] = append(p.calls[msg.MemoryID], [2]int64{msg.BytesDone, msg.BytesTotal})
+	return nil
 }
 
 func (p *progressLog) of(id string) [][2]int64 {
@@ -384,8 +482,8 @@ func (p *progressLog) of(id string) [][2]int64 {
 
 func TestMirror_storeForeverGallery(t *testing.T) {
 	e := newMirrorEnv(t, icp.Config{})
-	var progress progressLog
-	m := e.start(t, icp.MirrorConfig{Progress: progress.record}, nil)
+	m := e.start(t, mirror.Config{}, nil)
+	progress := &e.progress
 	ctx := context.Background()
 
 	type memory struct {
@@ -416,9 +514,7 @@ func TestMirror_storeForeverGallery(t *testing.T) {
 		e.storeForever(t, m.Mirror, mem.id, mem.typ, mem.data != nil)
 		// The daemon wakes once per edge event; more wakes must not make more work.
 		for range 3 {
-			if err := m.Wake(ctx, mem.id, mem.typ); err != nil {
-				t.Fatal(err)
-			}
+			m.Wake(mem.id, mem.typ)
 		}
 	}
 
@@ -427,10 +523,11 @@ func TestMirror_storeForeverGallery(t *testing.T) {
 		if mem.data != nil {
 			e.waitEdge(t, 30*time.Second, mem.id, "asset", stored)
 		}
-		metaHash, assetHash, assetSize, err := m.Checker().Status(ctx, mem.id)
+		st, err := m.Checker().Status(ctx, mem.id)
 		if err != nil {
 			t.Fatal(err)
 		}
+		metaHash, assetHash, assetSize := st.Metadata.Hash, st.Asset.Hash, st.Asset.Size
 		if meta.Hash == nil || *meta.Hash != metaHash || meta.Error != nil || meta.Synced == nil {
 			t.Errorf("%s metadata edge %v; canister holds %s", mem.typ, meta, metaHash)
 		}
@@ -482,8 +579,13 @@ func TestMirror_storeForeverGallery(t *testing.T) {
 	if got, want := e.counter(t, "edgesync_icp_upload_bytes_total"), float64(1+10<<10+300<<10+3<<20); got != want {
 		t.Errorf("upload bytes counted %.0f; want %.0f", got, want)
 	}
-	if n := e.counter(t, "edgesync_icp_jobs_total", "result", "ok"); n < float64(len(mems)) {
-		t.Errorf("jobs ok = %.0f; want at least %d", n, len(mems))
+	// A job counts itself after its edges are stored: poll, the last one may still be finishing.
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		n := e.counter(t, "edgesync_icp_jobs_total", "result", "ok")
+		return n >= float64(len(mems)), fmt.Sprintf("jobs ok = %.0f; want at least %d", n, len(mems))
+	})
+	if bad := progress.bad; len(bad) > 0 {
+		t.Errorf("malformed progress messages: %v", bad)
 	}
 	if n := e.counter(t, "edgesync_icp_uploads_in_progress"); n != 0 {
 		t.Errorf("uploads in progress after the end: %.0f", n)
@@ -492,9 +594,7 @@ func TestMirror_storeForeverGallery(t *testing.T) {
 	t.Run("repeated request uploads nothing", func(t *testing.T) {
 		before := e.replica.Stats().Calls
 		for _, mem := range mems {
-			if err := m.Requeue(ctx, mem.id, mem.typ); err != nil {
-				t.Fatal(err)
-			}
+			e.requeue(t, m.Mirror, mem.id, mem.typ)
 		}
 		t.Cleanup(func() { e.dumpJobs(t) })
 		for _, mem := range mems {
@@ -514,49 +614,77 @@ func TestMirror_storeForeverGallery(t *testing.T) {
 }
 
 func TestMirror_Wake(t *testing.T) {
-	e := newMirrorEnv(t, icp.Config{})
-	// Not running: Wake only queues, which is what the daemon may do before Run starts.
-	m, err := icp.NewMirror(icp.MirrorConfig{Tables: mirrorTables}, e.pool, e.client, e.log, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-
-	t.Run("invalid uuid refused", func(t *testing.T) {
-		for _, id := range []string{"not-a-uuid", "6F9619FF-8B86-D011-B42D-00C04FC964FF", "{6f9619ff-8b86-d011-b42d-00c04fc964ff}"} {
-			if err := m.Wake(ctx, id, "image"); !errors.Is(err, icp.ErrInvalidUUID) {
-				t.Errorf("Wake(%q) = %v; want ErrInvalidUUID", id, err)
-			}
-			if err := m.Requeue(ctx, id, "image"); !errors.Is(err, icp.ErrInvalidUUID) {
-				t.Errorf("Requeue(%q) = %v; want ErrInvalidUUID", id, err)
-			}
-		}
-	})
-	t.Run("unknown memory type refused", func(t *testing.T) {
-		if err := m.Wake(ctx, newUUID(t), "hologram"); err == nil || !strings.Contains(err.Error(), "no table mapping") {
-			t.Errorf("Wake of an unmapped type = %v", err)
-		}
-	})
-	t.Run("many wakes, one job", func(t *testing.T) {
-		id := newUUID(t)
-		for range 20 {
-			if err := m.Wake(ctx, id, "image"); err != nil {
-				t.Fatal(err)
-			}
-		}
+	jobs := func(t *testing.T, e *mirrorEnv, id string) int {
+		t.Helper()
 		var n int
-		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = $1 AND args->>'memory_id' = $2`, icp.JobKind, id).Scan(&n); err != nil {
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = $1 AND args->>'memory_id' = $2`, mirror.JobKind, id).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if n != 1 {
-			t.Errorf("%d jobs for one memory; want 1", n)
+		return n
+	}
+
+	t.Run("bad input dropped with a log line, never a panic", func(t *testing.T) {
+		e := newMirrorEnv(t, icp.Config{})
+		m := e.newMirror(t, mirror.Config{}, mirror.Deps{Client: e.client})
+		for _, id := range []string{"not-a-uuid", "6F9619FF-8B86-D011-B42D-00C04FC964FF", "{6f9619ff-8b86-d011-b42d-00c04fc964ff}", ""} {
+			m.Wake(id, "image")
+		}
+		m.Wake(newUUID(t), "hologram")
+		if n := e.logs.FilterMessage("icp wake with a memory id that is not a canonical UUID; dropped").Len(); n != 4 {
+			t.Errorf("%d invalid ids logged; want 4", n)
+		}
+		if n := e.logs.FilterMessage("icp wake of a memory type without a table mapping; dropped").Len(); n != 1 {
+			t.Errorf("%d unmapped types logged; want 1", n)
+		}
+		if n := mirror.QueuedWakes(m); n != 0 {
+			t.Errorf("%d bad wakes queued", n)
+		}
+	})
+
+	t.Run("many wakes, one job, while the replica is unreachable", func(t *testing.T) {
+		e := newMirrorEnv(t, icp.Config{})
+		// Nothing listens on the replica URL: Run keeps connecting, and still queues the wakes.
+		cfg := mirror.Config{ICP: icp.Config{URL: "http://127.0.0.1:1", CanisterID: e.replica.CanisterID().String(), FetchRootKey: true}}
+		m := e.run(t, e.newMirror(t, cfg, mirror.Deps{}))
+		id := newUUID(t)
+		for range 20 {
+			m.Wake(id, "image")
+		}
+		waitFor(t, 10*time.Second, func() (bool, string) {
+			n, q := jobs(t, e, id), mirror.QueuedWakes(m.Mirror)
+			return n == 1 && q == 0, fmt.Sprintf("%d jobs, %d wakes queued", n, q)
+		})
+		if n := e.logs.FilterMessage("ICP replica unreachable; the mirror waits").Len(); n == 0 {
+			t.Errorf("no log line says the replica is unreachable")
+		}
+		if _, err := m.Checker().Status(ctx, id); err == nil {
+			t.Errorf("the checker answered without a connected client")
+		}
+	})
+
+	t.Run("a full wake queue never blocks; the scan finds the dropped memories", func(t *testing.T) {
+		e := newMirrorEnv(t, icp.Config{})
+		m := e.newMirror(t, mirror.Config{WakeQueue: 1}, mirror.Deps{Client: e.client})
+		var ids []string
+		for i := range 5 {
+			id := e.note(t, fmt.Sprintf("note %d", i))
+			ids = append(ids, id)
+			e.storeForever(t, m, id, "note", false) // returns although the queue holds one wake
+		}
+		if n := mirror.QueuedWakes(m); n != 1 {
+			t.Fatalf("%d wakes queued; want 1 (the queue's capacity)", n)
+		}
+		e.run(t, m)
+		for _, id := range ids {
+			e.waitEdge(t, 30*time.Second, id, "metadata", stored)
 		}
 	})
 }
 
 func TestMirror_failures(t *testing.T) {
 	e := newMirrorEnv(t, icp.Config{})
-	m := e.start(t, icp.MirrorConfig{MaxAttempts: 3, FetchTimeout: 400 * time.Millisecond}, nil)
+	m := e.start(t, mirror.Config{MaxAttempts: 3, FetchTimeout: 400 * time.Millisecond}, nil)
 
 	gone := e.memory(t, "images", e.blobs.fail("gone.jpg", http.StatusNotFound), 100)
 	slow := e.memory(t, "images", e.blobs.hangOn("slow.jpg"), 100)
@@ -590,9 +718,13 @@ func TestMirror_failures(t *testing.T) {
 		if meta := e.edge(t, c.id, "metadata"); !stored(meta) {
 			t.Errorf("metadata edge %v; want stored", meta)
 		}
+		// The round is over; the next one is scheduled RoundBase (10 min by default) from now.
 		n, next := e.attempts(t, c.id)
-		if n != 3 || next != nil {
-			t.Errorf("sync_attempts: %d attempts, next %v; want 3 and none (given up)", n, next)
+		if n != 3 || next == nil || time.Until(*next) < 9*time.Minute || time.Until(*next) > 11*time.Minute {
+			t.Errorf("sync_attempts: %d attempts, next %v; want 3 and the next round in about 10 minutes", n, next)
+		}
+		if !strings.Contains(*f.Error, "round 1 of 10 gave up after 3 attempts; edgesync tries again after ") {
+			t.Errorf("sync_error %q does not say when edgesync tries again", *f.Error)
 		}
 	}
 	waitFor(t, 10*time.Second, func() (bool, string) {
@@ -606,7 +738,7 @@ func TestMirror_failures(t *testing.T) {
 
 func TestMirror_deletedMemory(t *testing.T) {
 	e := newMirrorEnv(t, icp.Config{})
-	m := e.start(t, icp.MirrorConfig{}, nil)
+	m := e.start(t, mirror.Config{}, nil)
 	id := e.memory(t, "images", e.blobs.put("x.jpg", []byte("x")), 1)
 	if _, err := e.pool.Exec(context.Background(), `DELETE FROM images WHERE id = $1`, id); err != nil {
 		t.Fatal(err)
@@ -614,8 +746,8 @@ func TestMirror_deletedMemory(t *testing.T) {
 	e.storeForever(t, m.Mirror, id, "image", true)
 	for _, art := range []string{"metadata", "asset"} {
 		f := e.waitEdge(t, 20*time.Second, id, art, failed)
-		if f.Error == nil || *f.Error != icp.NoteMemoryDeleted {
-			t.Errorf("%s edge %v; want sync_error %q", art, f, icp.NoteMemoryDeleted)
+		if f.Error == nil || *f.Error != mirror.NoteMemoryDeleted {
+			t.Errorf("%s edge %v; want sync_error %q", art, f, mirror.NoteMemoryDeleted)
 		}
 	}
 	if n, _ := e.attempts(t, id); n != 1 {
@@ -625,7 +757,7 @@ func TestMirror_deletedMemory(t *testing.T) {
 
 func TestMirror_replicaDown(t *testing.T) {
 	e := newMirrorEnv(t, icp.Config{CallTimeout: 2 * time.Second})
-	m := e.start(t, icp.MirrorConfig{MaxAttempts: 100, RetryMax: 100 * time.Millisecond}, nil)
+	m := e.start(t, mirror.Config{MaxAttempts: 100, RetryMax: 100 * time.Millisecond}, nil)
 	data, _ := asset(20<<10, 4)
 	id := e.memory(t, "audio", e.blobs.put("song.ogg", data), len(data))
 
@@ -664,7 +796,7 @@ func TestMirror_resume(t *testing.T) {
 
 	e.replica.SetLatency(40 * time.Millisecond)
 	// A short stop timeout, so the upload cannot finish during the graceful part of the stop.
-	first := e.start(t, icp.MirrorConfig{StopTimeout: 200 * time.Millisecond}, nil)
+	first := e.start(t, mirror.Config{StopTimeout: 200 * time.Millisecond}, nil)
 	e.storeForever(t, first.Mirror, id, "video", true)
 	waitFor(t, 20*time.Second, func() (bool, string) {
 		n := e.replica.Stats().Calls[icp.MethodPutChunk]
@@ -699,7 +831,7 @@ func TestMirror_resume(t *testing.T) {
 	}
 	before := e.replica.Stats().Calls[icp.MethodPutChunk]
 
-	e.start(t, icp.MirrorConfig{}, newClientCfg(t, e, cfg)) // a new process: new client, new mirror
+	e.start(t, mirror.Config{}, newClientCfg(t, e, cfg)) // a new process: new client, new mirror
 	a := e.waitEdge(t, 30*time.Second, id, "asset", stored)
 	if *a.Hash != want {
 		t.Errorf("asset hash %s; want %s", *a.Hash, want)
@@ -735,7 +867,7 @@ func TestMirror_hashMismatch(t *testing.T) {
 		if _, err := e.client.PutChunk(ctx, id, 0, bytes.Repeat([]byte{0xff}, chunk)); err != nil {
 			t.Fatal(err)
 		}
-		m := e.start(t, icp.MirrorConfig{}, nil)
+		m := e.start(t, mirror.Config{}, nil)
 		e.storeForever(t, m.Mirror, id, "document", true)
 		a := e.waitEdge(t, 30*time.Second, id, "asset", stored)
 		if *a.Hash != want {
@@ -752,7 +884,7 @@ func TestMirror_hashMismatch(t *testing.T) {
 
 	t.Run("canister holds another file", func(t *testing.T) {
 		e := newMirrorEnv(t, cfg)
-		m := e.start(t, icp.MirrorConfig{}, nil)
+		m := e.start(t, mirror.Config{}, nil)
 		first, firstHash := asset(3*chunk, 7)
 		id := e.memory(t, "images", e.blobs.put("photo.jpg", first), len(first))
 		e.storeForever(t, m.Mirror, id, "image", true)
@@ -761,15 +893,13 @@ func TestMirror_hashMismatch(t *testing.T) {
 		// The blob changes under the same URL; a later request must not overwrite ICP.
 		second, _ := asset(3*chunk, 8)
 		e.blobs.put("photo.jpg", second)
-		if err := m.Requeue(ctx, id, "image"); err != nil {
-			t.Fatal(err)
-		}
+		e.requeue(t, m.Mirror, id, "image")
 		f := e.waitEdge(t, 30*time.Second, id, "asset", failed)
 		if f.Error == nil || !strings.HasPrefix(*f.Error, "ICP already holds different file for this memory (stored hash "+firstHash[:12]) {
 			t.Errorf("asset edge %v; want a conflict note naming the stored hash", f)
 		}
-		_, assetHash, _, err := m.Checker().Status(ctx, id)
-		if err != nil || assetHash != firstHash {
+		st, err := m.Checker().Status(ctx, id)
+		if assetHash := st.Asset.Hash; err != nil || assetHash != firstHash {
 			t.Errorf("canister asset %s, %v; want the first file %s untouched", assetHash, err, firstHash)
 		}
 		if n, _ := e.attempts(t, id); n != 1 {
@@ -779,7 +909,7 @@ func TestMirror_hashMismatch(t *testing.T) {
 
 	t.Run("canister holds other metadata", func(t *testing.T) {
 		e := newMirrorEnv(t, cfg)
-		m := e.start(t, icp.MirrorConfig{}, nil)
+		m := e.start(t, mirror.Config{}, nil)
 		id := e.note(t, "v2")
 		if _, err := e.client.PutMetadata(ctx, id, []byte(`{"body":"v1"}`)); err != nil {
 			t.Fatal(err)
@@ -790,4 +920,81 @@ func TestMirror_hashMismatch(t *testing.T) {
 			t.Errorf("metadata edge %v; want a conflict note", f)
 		}
 	})
+}
+
+// TestMirror_assetHosts feeds the fetcher URLs that must not be fetched: hosts outside
+// EDGESYNC_ASSET_HOSTS, redirects out of it (one to the cloud metadata address), and an allowed
+// host name that resolves to loopback. Each ends failed, at once, with a sync_error naming the
+// host and the setting; only the explicitly allowed 127.0.0.1:PORT is fetched.
+func TestMirror_assetHosts(t *testing.T) {
+	e := newMirrorEnv(t, icp.Config{})
+	other := newBlobServer(t) // a host that is not allowed, e.g. an internal service
+	port := e.blobs.Listener.Addr().(*net.TCPAddr).Port
+	allowed := fmt.Sprintf("*.example, localhost:%d, 127.0.0.1:%d", port, port)
+	m := e.start(t, mirror.Config{AssetHosts: hostPatterns(allowed), MaxAttempts: 3}, nil)
+
+	secret := other.put("secret.json", []byte(`{"token":"internal"}`))
+	data, _ := asset(10<<10, 11)
+	cases := []struct {
+		name, url, want string
+	}{
+		{"disallowed host", secret,
+			fmt.Sprintf("the asset host %s is not in EDGESYNC_ASSET_HOSTS", other.Listener.Addr())},
+		{"redirect to a disallowed host", e.blobs.redirectTo("r1.jpg", secret),
+			fmt.Sprintf("the asset URL redirected to host %s is not in EDGESYNC_ASSET_HOSTS", other.Listener.Addr())},
+		{"redirect to the metadata address", e.blobs.redirectTo("r2.jpg", "http://169.254.169.254/latest/meta-data/"),
+			"the asset URL redirected to host 169.254.169.254 is not in EDGESYNC_ASSET_HOSTS"},
+		{"allowed name resolving to loopback", fmt.Sprintf("http://localhost:%d/%s", port, "x.jpg"),
+			fmt.Sprintf("the asset host localhost:%d resolves to 127.0.0.1, a loopback address edgesync does not fetch from; if that is intended (local development), name the address itself in EDGESYNC_ASSET_HOSTS (e.g. 127.0.0.1:%d)", port, port)},
+		{"not http", "file:///etc/passwd", "the asset URL is not an http(s) URL"},
+	}
+	e.blobs.put("x.jpg", data)
+	ids := map[string]string{}
+	for _, c := range cases {
+		ids[c.name] = e.memory(t, "images", c.url, 100)
+		e.storeForever(t, m.Mirror, ids[c.name], "image", true)
+	}
+	good := e.memory(t, "images", e.blobs.put("ok.jpg", data), len(data))
+	e.storeForever(t, m.Mirror, good, "image", true)
+
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := e.waitEdge(t, 30*time.Second, ids[c.name], "asset", failed)
+			if f.Error == nil || !strings.HasPrefix(*f.Error, c.want) {
+				t.Errorf("asset edge %v;\nwant sync_error starting %q", f, c.want)
+			}
+			if n, _ := e.attempts(t, ids[c.name]); n != 1 {
+				t.Errorf("%d attempts; a refused host is not retried", n)
+			}
+		})
+	}
+	t.Run("explicit 127.0.0.1:PORT fetched", func(t *testing.T) {
+		a := e.waitEdge(t, 30*time.Second, good, "asset", stored)
+		if *a.Hash != hashOf(data) {
+			t.Errorf("asset hash %s; want %s", *a.Hash, hashOf(data))
+		}
+	})
+	if n := other.requests(); n != 0 {
+		t.Errorf("the disallowed host got %d requests; want none", n)
+	}
+}
+
+// TestMirror_runAgain: the daemon runs one Mirror per process and calls Run again for every
+// leadership term; a second Run while one runs is refused.
+func TestMirror_runAgain(t *testing.T) {
+	e := newMirrorEnv(t, icp.Config{})
+	m := e.newMirror(t, mirror.Config{}, mirror.Deps{Client: e.client})
+	first := e.run(t, m)
+	a := e.note(t, "first term")
+	e.storeForever(t, m, a, "note", false)
+	e.waitEdge(t, 30*time.Second, a, "metadata", stored)
+	if err := m.Run(context.Background()); err == nil {
+		t.Errorf("a second Run while the first runs was accepted")
+	}
+	first.stop(t)
+
+	b := e.note(t, "while no leader")
+	e.storeForever(t, m, b, "note", false) // queued while nothing runs
+	e.run(t, m)
+	e.waitEdge(t, 30*time.Second, b, "metadata", stored)
 }

@@ -11,8 +11,8 @@ import (
 	"github.com/aviate-labs/agent-go"
 	"go.uber.org/zap"
 
+	"github.com/edgesync/edgesync/icp"
 	"github.com/edgesync/edgesync/internal/icpreplica"
-	"github.com/edgesync/edgesync/sinks/icp"
 )
 
 // BenchmarkUpload measures what one iteration moves: a 50 MiB asset and 50 small memories
@@ -20,7 +20,7 @@ import (
 // bare agent-go Call loop sending the same calls with agent-go's generic Candid encoding. Run it
 // with:
 //
-//	go test -run '^$' -bench BenchmarkUpload -benchtime 3x ./sinks/icp/
+//	go test -run '^$' -bench BenchmarkUpload -benchtime 3x ./icp/
 func BenchmarkUpload(b *testing.B) {
 	big, bigHash := asset(50<<20, 10)
 	smallAsset, smallHash := asset(100<<10, 11)

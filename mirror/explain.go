@@ -1,11 +1,14 @@
-package icp
+package mirror
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/edgesync/edgesync/domain"
+	"net"
 	"net/http"
+
+	"github.com/edgesync/edgesync/domain"
+	"github.com/edgesync/edgesync/icp"
 )
 
 // stepError says which canister step failed: metadata or asset.
@@ -31,10 +34,10 @@ const (
 )
 
 // explain turns a job error into the sync_error a person reads.
-func explain(err error, cfg MirrorConfig) problem {
+func explain(err error, cfg Config) problem {
 	var (
 		fe     *FetchError
-		exists *AlreadyExistsError
+		exists *icp.AlreadyExistsError
 		step   *stepError
 	)
 	what, thing := "the file", "file"
@@ -52,13 +55,13 @@ func explain(err error, cfg MirrorConfig) problem {
 		return problem{permanent: true, note: fmt.Sprintf(
 			"ICP already holds different %s for this memory (stored hash %s); the canister never overwrites, so check which version is right and, to keep this one, remove the memory and store it again as a new memory",
 			thing, short(exists.ContentHash))}
-	case errors.Is(err, ErrHashMismatch):
+	case errors.Is(err, icp.ErrHashMismatch):
 		return problem{note: "the uploaded file did not verify on ICP (SHA-256 mismatch); the canister discarded the upload and the next attempt sends it again"}
-	case errors.Is(err, ErrInvalidUUID):
+	case errors.Is(err, icp.ErrInvalidUUID):
 		return problem{permanent: true, note: "the memory id is not a canonical UUID, which the canister requires; this is a bug in the app's data, report it"}
-	case errors.Is(err, ErrInvalidArgument):
+	case errors.Is(err, icp.ErrInvalidArgument):
 		return problem{permanent: true, note: fmt.Sprintf("the canister refused %s (%v); it cannot be stored as it is", what, errors.Unwrap(err))}
-	case errors.Is(err, ErrUncertified):
+	case errors.Is(err, icp.ErrUncertified):
 		return problem{note: "the ICP answer could not be verified (certificate check failed); edgesync retries; check EDGESYNC_ICP_URL points at a genuine replica or boundary node and, for a local replica, EDGESYNC_ICP_FETCH_ROOT_KEY=true"}
 	case errors.Is(err, context.DeadlineExceeded):
 		return problem{note: fmt.Sprintf("storing %s on ICP took too long (no answer in time, or over the %s job limit); edgesync retries", what, cfg.JobTimeout)}
@@ -69,7 +72,7 @@ func explain(err error, cfg MirrorConfig) problem {
 	}
 }
 
-func explainFetch(fe *FetchError, cfg MirrorConfig) problem {
+func explainFetch(fe *FetchError, cfg Config) problem {
 	switch {
 	case fe.Status == http.StatusNotFound || fe.Status == http.StatusGone:
 		return problem{note: fmt.Sprintf("asset URL answered %d: the file is gone from Vercel Blob; re-upload it or remove the memory", fe.Status)}
@@ -84,11 +87,40 @@ func explainFetch(fe *FetchError, cfg MirrorConfig) problem {
 			byteSize(fe.Size), byteSize(fe.Limit))}
 	case fe.Timeout:
 		return problem{note: fmt.Sprintf("the asset download timed out (no data for %s); edgesync retries; check the blob host", cfg.FetchTimeout)}
+	case fe.Err != nil && isHostError(fe.Err):
+		return explainHost(fe.Err)
 	case errors.Is(fe.Err, errNotHTTP):
 		return problem{permanent: true, note: "the asset URL is not an http(s) URL; correct the memory's URL"}
 	default:
 		return problem{note: "the asset could not be downloaded (connection failed); edgesync retries; check the blob host"}
 	}
+}
+
+func isHostError(err error) bool { _, ok := hostError(err); return ok }
+
+// explainHost says why the mirror refused an asset host; retrying cannot help until the
+// allow-list (or the URL) changes.
+func explainHost(err error) problem {
+	he, _ := hostError(err)
+	via := "asset host"
+	if he.Redirect {
+		via = "asset URL redirected to host"
+	}
+	if he.Addr != nil {
+		return problem{permanent: true, note: fmt.Sprintf(
+			"the %s %s resolves to %s, a %s address edgesync does not fetch from; if that is intended (local development), name the address itself in EDGESYNC_ASSET_HOSTS (e.g. %s), then ask for Store Forever again",
+			via, he.Host, he.Addr, addrKind(he.Addr), net.JoinHostPort(he.Addr.String(), portOf(he.Host)))}
+	}
+	return problem{permanent: true, note: fmt.Sprintf(
+		"the %s %s is not in EDGESYNC_ASSET_HOSTS, so edgesync did not fetch it; add the host to EDGESYNC_ASSET_HOSTS if it is a blob store you trust (or correct the memory's URL), then ask for Store Forever again",
+		via, he.Host)}
+}
+
+func portOf(hostport string) string {
+	if _, p, err := net.SplitHostPort(hostport); err == nil {
+		return p
+	}
+	return "PORT"
 }
 
 func short(hash string) string {

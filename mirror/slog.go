@@ -1,4 +1,4 @@
-package icp
+package mirror
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package icp
+package mirror
 
 import (
 	"bytes"
@@ -74,6 +74,7 @@ func (b *blob) Close() error {
 // fetcher downloads assets from the blob store.
 type fetcher struct {
 	client  *http.Client
+	policy  *hostPolicy
 	timeout time.Duration // time to the answer, and longest pause between bytes
 	max     int64
 	dir     string
@@ -86,6 +87,9 @@ func (f *fetcher) fetch(ctx context.Context, rawURL string) (*blob, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, &FetchError{URL: rawURL, Err: errNotHTTP}
+	}
+	if err := f.policy.allowedURL(u, false); err != nil {
+		return nil, &FetchError{URL: rawURL, Err: err}
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -120,9 +124,9 @@ func (f *fetcher) fetch(ctx context.Context, rawURL string) (*blob, error) {
 		return &blob{ReaderAt: bytes.NewReader(buf.Bytes()), size: int64(buf.Len()), hash: hex.EncodeToString(h.Sum(nil))}, nil
 	}
 
-	file, err := os.CreateTemp(f.dir, "edgesync-asset-*")
+	file, err := os.CreateTemp(f.dir, spoolPattern)
 	if err != nil {
-		return nil, fmt.Errorf("asset temp file: %w", err)
+		return nil, fmt.Errorf("asset spool file: %w", err)
 	}
 	b := &blob{ReaderAt: file, file: file}
 	n, err := io.Copy(io.MultiWriter(file, h), body)

@@ -1,0 +1,4 @@
+package mirror
+
+// QueuedWakes is how many wakes wait for the job queue.
+func QueuedWakes(m *Mirror) int { return len(m.wakes) }
