@@ -3,9 +3,13 @@ package api
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"net/http"
 	"time"
 )
+
+// sseRetryAfter is the Retry-After (seconds) of a stream refused at the cap.
+const sseRetryAfter = "5"
 
 // syncStream serves GET /api/storage/sync-status/stream. It is exempt from the
 // handler deadline and lifts the server's connection deadlines, setting one
@@ -26,9 +30,17 @@ func (s *Server) syncStream(w http.ResponseWriter, r *http.Request) {
 	if lastID == "" {
 		lastID = q.Get("last_event_id") // for clients that cannot set headers
 	}
-	sub, backlog, reset := s.hub.subscribe(lastID, backend, state)
-	if sub == nil {
-		writeError(w, unavailable("the server is shutting down"))
+	sub, backlog, reset, err := s.hub.subscribe(lastID, backend, state)
+	switch {
+	case errors.Is(err, errHubFull):
+		// Another instance behind the Service may have room; EventSource
+		// does not retry a 503 by itself, so the client's code must.
+		w.Header().Set("Retry-After", sseRetryAfter)
+		writeError(w, &apiError{Status: http.StatusServiceUnavailable, Code: "too_many_clients",
+			Message: "this instance serves its maximum of " + itoa(int64(s.cfg.MaxSSEClients)) + " stream clients (EDGESYNC_SSE_MAX_CLIENTS); retry later"})
+		return
+	case err != nil:
+		writeError(w, unavailable(err.Error()))
 		return
 	}
 	defer s.hub.unsubscribe(sub)

@@ -11,19 +11,20 @@ const module = "github.com/edgesync/edgesync"
 // rules: for a package prefix, the project packages it must not import.
 // Prefixes are relative to the module; the longest matching prefix wins.
 var rules = map[string][]string{
-	"domain":      {""},                                                   // the vocabulary: a leaf
-	"cdc":         {"", "!domain"},                                        // only the vocabulary
-	"config":      {"", "!domain"},                                        // only the vocabulary
-	"migrations":  {""},                                                   // a leaf
-	"sinks/edges": {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
-	"sinks/nats":  {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
-	"sinks/icp":   {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
-	"reconcile":   {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
-	"pipeline":    {"", "!cdc", "!domain", "!sinks/edges", "!sinks/nats"}, // the middle stage: cdc, the vocabulary and the sinks it feeds
-	"daemon":      {"cmd"},                                                // everything below it, never cmd
-	"internal":    {"cmd", "daemon"},                                      // helpers never reach up
-	"bench":       {"cmd"},                                                // benchmarks drive packages, not main
-	"deploy":      {"cmd", "daemon"},                                      // manifests only
+	"domain":           {""},                                                   // the vocabulary: a leaf
+	"cdc":              {"", "!domain"},                                        // only the vocabulary
+	"config":           {"", "!domain"},                                        // only the vocabulary
+	"migrations":       {""},                                                   // a leaf
+	"sinks/edges":      {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
+	"sinks/nats":       {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
+	"sinks/icp":        {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
+	"reconcile":        {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
+	"pipeline":         {"", "!cdc", "!domain", "!sinks/edges", "!sinks/nats"}, // the middle stage: cdc, the vocabulary and the sinks it feeds
+	"daemon":           {"cmd"},                                                // everything below it, never cmd
+	"internal":         {"cmd", "daemon"},                                      // helpers never reach up
+	"internal/ssefeed": {"", "!domain"},                                        // the SSE feed: only the vocabulary (the hub is its own interface)
+	"bench":            {"cmd"},                                                // benchmarks drive packages, not main
+	"deploy":           {"cmd", "daemon"},                                      // manifests only
 }
 
 // forbidden reports whether pkg (module-relative) may not import dep.
@@ -100,6 +101,8 @@ func TestForbidden(t *testing.T) {
 		{"pipeline", "config", true},
 		{"pipeline", "daemon", true},
 		{"sinks/edges", "pipeline", true},
+		{"internal/ssefeed", "domain", false},
+		{"internal/ssefeed", "internal/api", true},
 	}
 	for _, c := range cases {
 		if got := forbidden(c.pkg, c.dep); got != c.want {
