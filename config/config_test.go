@@ -42,6 +42,7 @@ func TestDefault_MatchesContract(t *testing.T) {
 		"EDGESYNC_ICP_FETCH_ROOT_KEY": "false",
 		"EDGESYNC_LOG_LEVEL":          "info",
 		"EDGESYNC_LOG_FORMAT":         "json",
+		"EDGESYNC_SSE_MAX_CLIENTS":    "1000",
 	}
 	got := map[string]string{}
 	for _, s := range c.Settings() {
@@ -124,6 +125,9 @@ func TestConfig_Validate(t *testing.T) {
 		{"policy", map[string]string{"EDGESYNC_ICP_EDGES_ON_DELETE": "archive"}, "EDGESYNC_ICP_EDGES_ON_DELETE"},
 		{"attempts", map[string]string{"EDGESYNC_ICP_MAX_ATTEMPTS": "0"}, "EDGESYNC_ICP_MAX_ATTEMPTS"},
 		{"legacy", map[string]string{"EDGESYNC_LEGACY_COLUMNS": "images"}, "expected table.column"},
+		{"sse cap zero", map[string]string{"EDGESYNC_SSE_MAX_CLIENTS": "0"}, "EDGESYNC_SSE_MAX_CLIENTS: 0 is out of range"},
+		{"sse cap words", map[string]string{"EDGESYNC_SSE_MAX_CLIENTS": "lots"}, `EDGESYNC_SSE_MAX_CLIENTS: "lots" is not a whole number`},
+		{"sse cap ok", map[string]string{"EDGESYNC_SSE_MAX_CLIENTS": "2500"}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -131,7 +131,6 @@ func (m *mirror) Run(ctx context.Context) {
 	}
 	cfg := m.d.cfg
 	prefix := cfg.SubjectPrefix
-	hub := m.d.api.Events()
 	mir, err := icp.NewMirror(icp.MirrorConfig{
 		Tables:        cfg.Tables,
 		MaxAttempts:   cfg.ICPMaxAttempts,
@@ -140,9 +139,9 @@ func (m *mirror) Run(ctx context.Context) {
 		Progress: func(id, typ string, done, total int64) {
 			body := fmt.Appendf(nil, `{"memory_id":%q,"memory_type":%q,"bytes_done":%d,"bytes_total":%d,"at":%q}`,
 				id, typ, done, total, time.Now().UTC().Format(time.RFC3339Nano))
-			hub.PublishEvent("progress", "", body)
 			// Core NATS publish (the stream captures sync.>): progress needs
-			// no ack and must not hold up the chunk senders.
+			// no ack and must not hold up the chunk senders. The SSE hubs of
+			// every instance get it back from the stream (internal/ssefeed).
 			if err := m.d.nc.Publish(prefix+".sync.progress", body); err != nil {
 				log.Debug("publish progress", zap.Error(err))
 			}
