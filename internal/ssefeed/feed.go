@@ -185,7 +185,10 @@ func (f *Feed) startSeq(st jetstream.StreamState) uint64 {
 func (f *Feed) setReady() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.ready = true
+	if !f.ready {
+		f.ready = true
+		f.metrics.caughtUp.Set(1)
+	}
 }
 
 // read hands messages to the hub until the iterator fails or ctx ends.

@@ -12,6 +12,7 @@ type metrics struct {
 	skipped    prometheus.Counter
 	restarts   prometheus.Counter
 	seq        prometheus.Gauge
+	caughtUp   prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,6 +32,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		seq: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edgesync_sse_feed_stream_seq", Help: "Stream sequence of the last message the SSE feed read.",
 		}),
+		caughtUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edgesync_sse_feed_caught_up", Help: "1 once the SSE feed has read the stream up to its end at start (its resume ring is filled and new events go live to clients).",
+		}),
 	}
 	if reg == nil {
 		return m
@@ -40,6 +44,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.skipped = register(reg, m.skipped)
 	m.restarts = register(reg, m.restarts)
 	m.seq = register(reg, m.seq)
+	m.caughtUp = register(reg, m.caughtUp)
 	return m
 }
 

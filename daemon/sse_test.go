@@ -1,0 +1,125 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgesync/edgesync/internal/pgtest"
+)
+
+// sseLine is one event of a sync-status stream as a client sees it.
+type sseLine struct{ name, id string }
+
+// openStream follows GET /api/storage/sync-status/stream of an instance; the
+// events arrive on the channel until the test ends.
+func openStream(t *testing.T, addr, lastID string) <-chan sseLine {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/api/storage/sync-status/stream", nil)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("stream on %s answered %s", addr, resp.Status)
+	}
+	ch := make(chan sseLine, 1024)
+	go func() {
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		var ev sseLine
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "":
+				if ev.name != "" {
+					ch <- ev
+				}
+				ev = sseLine{}
+			case strings.HasPrefix(line, "event: "):
+				ev.name = line[7:]
+			case strings.HasPrefix(line, "id: "):
+				ev.id = line[4:]
+			}
+		}
+	}()
+	return ch
+}
+
+func takeEvents(t *testing.T, who string, ch <-chan sseLine, n int) []string {
+	t.Helper()
+	var out []string
+	deadline := time.After(30 * time.Second)
+	for len(out) < n {
+		select {
+		case ev := <-ch:
+			out = append(out, ev.name+":"+ev.id)
+		case <-deadline:
+			t.Fatalf("%s: %d of %d events within 30s: %v", who, len(out), n, out)
+		}
+	}
+	return out
+}
+
+// TestSSE_LeaderAndStandbyCarryTheSameStream: two instances as the
+// Deployment runs them; after five inserts both instances' streams carry the
+// same ten edge events under the same ids, in the stream's order, and a client
+// resumes on the other instance with Last-Event-ID.
+func TestSSE_LeaderAndStandbyCarryTheSameStream(t *testing.T) {
+	e := newEnv(t, pgtest.New(t))
+	a := e.start(t)
+	eventually(t, 30*time.Second, "a leads", func() (bool, string) { return a.leader(), "" })
+	waitSlot(t, e.pool, "edgesync")
+	b := e.start(t)
+	for _, p := range []*proc{a, b} {
+		eventually(t, 30*time.Second, "the SSE feed on "+p.addr+" caught up", func() (bool, string) {
+			return strings.Contains(p.metrics(), "\nedgesync_sse_feed_caught_up 1"), ""
+		})
+	}
+	if b.leader() {
+		t.Fatal("b leads; want it standby")
+	}
+	onA, onB := openStream(t, a.addr, ""), openStream(t, b.addr, "")
+	for _, p := range []*proc{a, b} {
+		eventually(t, 10*time.Second, "a stream client on "+p.addr, func() (bool, string) {
+			return strings.Contains(p.metrics(), "\nedgesync_sse_clients 1"), ""
+		})
+	}
+
+	for i := 0; i < 5; i++ {
+		if _, err := e.pool.Exec(context.Background(), `INSERT INTO images (owner_id, title, url, size_bytes) VALUES (gen_random_uuid(), $1, $2, 10)`,
+			fmt.Sprint("sse", i), fmt.Sprintf("https://blob/sse%d.jpg", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each insert makes a metadata and an asset edge: ten edge events.
+	gotA, gotB := takeEvents(t, "leader", onA, 10), takeEvents(t, "standby", onB, 10)
+	if fmt.Sprint(gotA) != fmt.Sprint(gotB) {
+		t.Fatalf("leader carried %v\nstandby carried %v", gotA, gotB)
+	}
+	var want []string
+	for _, m := range readStream(t, e.ns.URL(), "EDGESYNC") {
+		if strings.HasPrefix(m.Subject, "edgesync.edge.") {
+			want = append(want, "sync:"+m.MsgID)
+		}
+	}
+	if fmt.Sprint(gotA) != fmt.Sprint(want) {
+		t.Fatalf("the SSE streams carried %v\nthe JetStream stream holds the edge events %v", gotA, want)
+	}
+	t.Logf("leader and standby each carried %d events with the same ids", len(gotA))
+
+	// A client that saw five events on the leader resumes on the standby.
+	lastID := strings.TrimPrefix(gotA[4], "sync:")
+	if got := takeEvents(t, "resumed on the standby", openStream(t, b.addr, lastID), 5); fmt.Sprint(got) != fmt.Sprint(gotA[5:]) {
+		t.Fatalf("resumed on the standby after %s: %v\nwant %v", lastID, got, gotA[5:])
+	}
+}
