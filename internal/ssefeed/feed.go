@@ -51,8 +51,9 @@ type Feed struct {
 	metrics *metrics
 
 	// Owned by the goroutine that reads the stream.
-	next uint64 // the next stream sequence the hub wants; 0: not started
-	live uint64 // sequences up to this one were stored before the start
+	next    uint64    // the next stream sequence the hub wants; 0: not started
+	live    uint64    // sequences up to this one were stored before the start
+	created time.Time // the stream's creation time: another one is a new stream
 
 	mu    sync.Mutex
 	ready bool // caught up with the stream's end at start
@@ -112,20 +113,26 @@ func (f *Feed) CaughtUp() bool {
 // follow reads the stream from f.next (or, the first time, from a little
 // before its end) until ctx ends or the consumer fails for good. The ordered
 // consumer recreates itself after NATS restarts and missed heartbeats; follow
-// only returns for what it cannot ride out (stream gone, connection closed).
+// only returns for what that cannot ride out (stream gone or recreated, NATS
+// away for more than a few seconds, connection closed).
 func (f *Feed) follow(ctx context.Context) error {
 	st, err := f.js.Stream(ctx, f.cfg.Stream)
 	if err != nil {
 		return err
 	}
-	state := st.CachedInfo().State
-	start := f.startSeq(state)
+	start := f.startSeq(st.CachedInfo())
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{f.cfg.Subjects.Prefix + ".edge.>", f.cfg.Subjects.SyncProgress()},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    start,
 		// The server forgets the consumer soon after this instance dies.
 		InactiveThreshold: time.Minute,
+		// The library recreates the consumer by itself (NATS restart, missed
+		// heartbeats) but, left unbounded, would retry forever from its old
+		// position when the stream itself is gone; after a few failed
+		// attempts follow returns and Run resubscribes from fresh stream
+		// state (see startSeq).
+		MaxResetAttempts: 3,
 	})
 	if err != nil {
 		return err
@@ -141,7 +148,7 @@ func (f *Feed) follow(ctx context.Context) error {
 	// timeout while NATS is away); shutdown does not wait for it: the reader
 	// ends by itself and delivers nothing after ctx ended.
 	done := make(chan error, 1)
-	go func() { done <- f.read(ctx, it) }()
+	go func() { done <- f.read(ctx, st, it) }()
 	select {
 	case err := <-done:
 		it.Stop()
@@ -153,7 +160,10 @@ func (f *Feed) follow(ctx context.Context) error {
 }
 
 // startSeq is where a (re)subscription starts.
-func (f *Feed) startSeq(st jetstream.StreamState) uint64 {
+func (f *Feed) startSeq(info *jetstream.StreamInfo) uint64 {
+	st := info.State
+	recreated := !f.created.IsZero() && !info.Created.Equal(f.created)
+	f.created = info.Created
 	if f.next == 0 {
 		f.live = st.LastSeq
 		start := uint64(1)
@@ -165,12 +175,12 @@ func (f *Feed) startSeq(st jetstream.StreamState) uint64 {
 		f.next = max(start, st.FirstSeq, 1)
 		return f.next
 	}
-	if st.LastSeq+1 < f.next {
+	if recreated || st.LastSeq+1 < f.next {
 		// The stream was deleted and created again (its sequences restart):
-		// what follows is new; the old ids stay in the ring harmlessly.
-		f.log.Warn("the stream's sequence went back; following its new end",
-			zap.Uint64("last_seq", st.LastSeq), zap.Uint64("expected", f.next))
-		f.next, f.live = st.LastSeq+1, 0
+		// all of it is new; the old ids stay in the ring harmlessly.
+		f.log.Warn("the stream was created again; following it from its start",
+			zap.Uint64("last_seq", st.LastSeq), zap.Uint64("was_at", f.next))
+		f.next, f.live = max(st.FirstSeq, 1), 0
 	}
 	if st.FirstSeq > f.next && st.Msgs > 0 {
 		// The stream's limits removed messages this feed had not read yet
@@ -191,8 +201,12 @@ func (f *Feed) setReady() {
 	}
 }
 
+// errRecreated makes follow resubscribe from the start of a new stream.
+var errRecreated = errors.New("the stream was deleted and created again")
+
 // read hands messages to the hub until the iterator fails or ctx ends.
-func (f *Feed) read(ctx context.Context, it jetstream.MessagesContext) error {
+func (f *Feed) read(ctx context.Context, st jetstream.Stream, it jetstream.MessagesContext) error {
+	consumer := ""
 	for {
 		msg, err := it.Next()
 		if ctx.Err() != nil {
@@ -206,6 +220,20 @@ func (f *Feed) read(ctx context.Context, it jetstream.MessagesContext) error {
 			f.log.Warn("stream message without metadata; skipped", zap.Error(err))
 			continue
 		}
+		if consumer != "" && md.Consumer != consumer {
+			// The library recreated its consumer (NATS restart, missed
+			// heartbeats) at the sequence after the last one it delivered.
+			// If the stream itself is new, that position means nothing:
+			// resubscribe from the new stream's start before delivering.
+			info, err := st.Info(ctx)
+			if err != nil {
+				return err
+			}
+			if !info.Created.Equal(f.created) {
+				return errRecreated
+			}
+		}
+		consumer = md.Consumer
 		seq := md.Sequence.Stream
 		if seq < f.next {
 			f.metrics.skipped.Inc() // already handed over before a resubscription

@@ -97,6 +97,22 @@ func (c *cluster) store(subject, id, data string) {
 	}
 }
 
+func (c *cluster) streamCreated() time.Time {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		st, err := c.js.Stream(ctx, streamName)
+		if err == nil {
+			return st.CachedInfo().Created
+		}
+		if ctx.Err() != nil {
+			c.t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // NATS is coming back
+	}
+}
+
 // pod is one instance's HTTP API and feed, with its own NATS connection.
 type pod struct {
 	api  *api.Server
@@ -322,6 +338,7 @@ func TestFeed_NATSRestartMidStream(t *testing.T) {
 		want = append(want, "sync:"+c.edge(i))
 	}
 	got := take(t, ch, 10)
+	created := c.streamCreated()
 	if err := c.srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
@@ -333,6 +350,11 @@ func TestFeed_NATSRestartMidStream(t *testing.T) {
 	sentinel := c.edge(21)
 	want = append(want, "sync:"+sentinel)
 	got = append(got, take(t, ch, 11)...)
+	// The feed tells a recreated stream by its creation time: a restart
+	// must keep it, or the feed would re-read the stream from its start.
+	if after := c.streamCreated(); !after.Equal(created) {
+		t.Fatalf("the stream's creation time changed across a restart: %s -> %s", created, after)
+	}
 	if fmt.Sprint(ids(got)) != fmt.Sprint(want) {
 		t.Fatalf("across a NATS restart the stream carried %v\nwant exactly %v", ids(got), want)
 	}
@@ -381,5 +403,32 @@ func TestFeed_WaitsForTheStream(t *testing.T) {
 	id := c.edge(1)
 	if ev := take(t, ch, 1)[0]; ev.id != id {
 		t.Fatalf("got %+v, want %s", ev, id)
+	}
+}
+
+func TestFeed_StreamRecreated(t *testing.T) {
+	c := newCluster(t)
+	p := c.pod(t)
+	ch, _ := p.stream(t, "")
+	for i := 1; i <= 5; i++ {
+		c.edge(i)
+	}
+	take(t, ch, 5)
+	// An operator deletes the stream and the leader creates it again: its
+	// sequences restart at 1, below where the feed was.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.js.DeleteStream(ctx, streamName); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.js.CreateStream(ctx, jetstream.StreamConfig{Name: streamName, Subjects: subjects.Stream(), Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := 100; i < 110; i++ {
+		want = append(want, "sync:"+c.edge(i))
+	}
+	if got := take(t, ch, len(want)); fmt.Sprint(ids(got)) != fmt.Sprint(want) {
+		t.Fatalf("after the stream was recreated: %v\nwant %v", ids(got), want)
 	}
 }
