@@ -37,12 +37,25 @@ type Hub struct {
 }
 
 type event struct {
-	seq     uint64
-	name    string
-	id      string
-	data    []byte
+	seq  uint64
+	name string
+	id   string
+	data []byte
+	// The filter keys, read from data the first time a filtering client
+	// asks (under the hub's lock): most events reach no filtering client,
+	// and parsing every envelope would cost the feed more than the fan-out.
+	parsed  bool
 	backend string // "" when the event does not say
 	state   string // "" when the event does not say
+}
+
+// keys returns the event's backend and sync state; the hub's lock is held.
+func (ev *event) keys() (backend, state string) {
+	if !ev.parsed {
+		ev.backend, ev.state = filterKeys(ev.data)
+		ev.parsed = true
+	}
+	return ev.backend, ev.state
 }
 
 type subscriber struct {
@@ -65,15 +78,13 @@ func (h *Hub) Publish(id string, data []byte) { h.PublishEvent("sync", id, data)
 // PublishEdge is Publish for a caller that already knows the edge's backend
 // and sync state (the pipeline does): it spares the hub parsing the JSON.
 func (h *Hub) PublishEdge(id string, data []byte, backend, state string) {
-	h.publish(&event{name: "sync", id: sseSafe(id), data: data, backend: backend, state: state})
+	h.publish(&event{name: "sync", id: sseSafe(id), data: data, parsed: true, backend: backend, state: state})
 }
 
 // PublishEvent sends an event of the given name (e.g. "progress" from the ICP
 // mirror). id may be empty (the event cannot then be resumed from).
 func (h *Hub) PublishEvent(name, id string, data []byte) {
-	ev := &event{name: sseSafe(name), id: sseSafe(id), data: data}
-	ev.backend, ev.state = filterKeys(data)
-	h.publish(ev)
+	h.publish(&event{name: sseSafe(name), id: sseSafe(id), data: data})
 }
 
 // Backfill adds an event that happened before this instance started to the
@@ -81,7 +92,6 @@ func (h *Hub) PublishEvent(name, id string, data []byte) {
 // another instance can then resume here with Last-Event-ID.
 func (h *Hub) Backfill(name, id string, data []byte) {
 	ev := &event{name: sseSafe(name), id: sseSafe(id), data: data}
-	ev.backend, ev.state = filterKeys(data)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed || h.known(ev.id) {
@@ -213,9 +223,14 @@ func (h *Hub) Clients() int {
 	return len(h.clients)
 }
 
+// wants is called with the hub's lock held.
 func (c *subscriber) wants(ev *event) bool {
-	return (c.backend == "" || ev.backend == "" || c.backend == ev.backend) &&
-		(c.state == "" || ev.state == "" || c.state == ev.state)
+	if c.backend == "" && c.state == "" {
+		return true
+	}
+	backend, state := ev.keys()
+	return (c.backend == "" || backend == "" || c.backend == backend) &&
+		(c.state == "" || state == "" || c.state == state)
 }
 
 // filterKeys reads the backend and sync state of an edge envelope (after
