@@ -75,12 +75,6 @@ func newHub(replay, buf, maxClients int, m *metrics) *Hub {
 // clients' filters. The hub keeps data: the caller must not modify it later.
 func (h *Hub) Publish(id string, data []byte) { h.PublishEvent("sync", id, data) }
 
-// PublishEdge is Publish for a caller that already knows the edge's backend
-// and sync state (the pipeline does): it spares the hub parsing the JSON.
-func (h *Hub) PublishEdge(id string, data []byte, backend, state string) {
-	h.publish(&event{name: "sync", id: sseSafe(id), data: data, parsed: true, backend: backend, state: state})
-}
-
 // PublishEvent sends an event of the given name (e.g. "progress" from the ICP
 // mirror). id may be empty (the event cannot then be resumed from).
 func (h *Hub) PublishEvent(name, id string, data []byte) {
