@@ -2,18 +2,21 @@ package daemon
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/edgesync/edgesync/internal/icpreplica"
 	"github.com/edgesync/edgesync/internal/pgtest"
 )
 
 // sseLine is one event of a sync-status stream as a client sees it.
-type sseLine struct{ name, id string }
+type sseLine struct{ name, id, data string }
 
 // openStream follows GET /api/storage/sync-status/stream of an instance; the
 // events arrive on the channel until the test ends.
@@ -49,6 +52,8 @@ func openStream(t *testing.T, addr, lastID string) <-chan sseLine {
 				ev.name = line[7:]
 			case strings.HasPrefix(line, "id: "):
 				ev.id = line[4:]
+			case strings.HasPrefix(line, "data: "):
+				ev.data += line[6:]
 			}
 		}
 	}()
@@ -127,4 +132,73 @@ func TestSSE_LeaderAndStandbyCarryTheSameStream(t *testing.T) {
 	if got := takeEvents(t, "resumed on the standby", openStream(t, b.addr, lastID), 5); fmt.Sprint(got) != fmt.Sprint(gotA[5:]) {
 		t.Fatalf("resumed on the standby after %s: %v\nwant %v", lastID, got, gotA[5:])
 	}
+}
+
+// TestSSE_ICPProgressOnBothInstances: the ICP mirror runs on the leader, but
+// its upload progress reaches the standby's stream clients too (through the
+// JetStream stream), and the "store forever" request may go to the standby.
+func TestSSE_ICPProgressOnBothInstances(t *testing.T) {
+	e := newEnv(t, pgtest.New(t))
+	replica := icpreplica.StartTest(t, icpreplica.Config{})
+	asset := bytes.Repeat([]byte("edgesync"), 8<<10) // 64 KiB
+	blob := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(asset) }))
+	t.Cleanup(blob.Close)
+	icpEnv := []string{
+		"EDGESYNC_ICP_URL=" + replica.URL(),
+		"EDGESYNC_ICP_CANISTER_ID=" + replica.CanisterID().String(),
+		"EDGESYNC_ICP_FETCH_ROOT_KEY=true",
+	}
+	a := startProc(t, e.dbURL, e.ns.URL(), e.logf, icpEnv...)
+	eventually(t, 30*time.Second, "a leads", func() (bool, string) { return a.leader(), "" })
+	waitSlot(t, e.pool, "edgesync")
+	b := startProc(t, e.dbURL, e.ns.URL(), e.logf, icpEnv...)
+	for _, p := range []*proc{a, b} {
+		eventually(t, 30*time.Second, "the SSE feed on "+p.addr+" caught up", func() (bool, string) {
+			return strings.Contains(p.metrics(), "\nedgesync_sse_feed_caught_up 1"), ""
+		})
+	}
+	onA, onB := openStream(t, a.addr, ""), openStream(t, b.addr, "")
+	for _, p := range []*proc{a, b} {
+		eventually(t, 10*time.Second, "a stream client on "+p.addr, func() (bool, string) {
+			return strings.Contains(p.metrics(), "\nedgesync_sse_clients 1"), ""
+		})
+	}
+	var id string
+	if err := e.pool.QueryRow(context.Background(), `INSERT INTO images (owner_id, title, url, size_bytes) VALUES (gen_random_uuid(), 'icp', $1, $2) RETURNING id::text`,
+		blob.URL+"/a.jpg", len(asset)).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", "http://"+b.addr+"/api/memories/image/"+id+"/store-forever", nil)
+	req.Header.Set("Authorization", "Bearer t")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("store-forever on the standby answered %s", resp.Status)
+	}
+	// Until the upload's last progress event: every event before it, the
+	// same on both instances.
+	want := fmt.Sprintf(`"memory_id":%q,"memory_type":"image","bytes_done":%d,"bytes_total":%d`, id, len(asset), len(asset))
+	untilDone := func(who string, ch <-chan sseLine) []string {
+		var seen []string
+		deadline := time.After(60 * time.Second)
+		for {
+			select {
+			case ev := <-ch:
+				seen = append(seen, ev.name+":"+ev.id)
+				if ev.name == "progress" && strings.Contains(ev.data, want) {
+					return seen
+				}
+			case <-deadline:
+				t.Fatalf("%s: no final progress event of %s within 60s; saw %v", who, id, seen)
+			}
+		}
+	}
+	gotA, gotB := untilDone("leader", onA), untilDone("standby", onB)
+	if fmt.Sprint(gotA) != fmt.Sprint(gotB) {
+		t.Fatalf("leader carried %v\nstandby carried %v", gotA, gotB)
+	}
+	t.Logf("both instances carried %d events up to the upload's final progress event", len(gotA))
 }
