@@ -1,10 +1,6 @@
 package ssefeed
 
-import (
-	"errors"
-
-	"github.com/prometheus/client_golang/prometheus"
-)
+import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
 	events     *prometheus.CounterVec
@@ -15,6 +11,8 @@ type metrics struct {
 	caughtUp   prometheus.Gauge
 }
 
+// newMetrics builds the feed's metrics and registers them on reg (nil:
+// unregistered). A second Feed needs its own registry.
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -36,29 +34,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edgesync_sse_feed_caught_up", Help: "1 once the SSE feed has read the stream up to its end at start (its resume ring is filled and new events go live to clients).",
 		}),
 	}
-	if reg == nil {
-		return m
+	if reg != nil {
+		reg.MustRegister(m.events, m.backfilled, m.skipped, m.restarts, m.seq, m.caughtUp)
 	}
-	m.events = register(reg, m.events)
-	m.backfilled = register(reg, m.backfilled)
-	m.skipped = register(reg, m.skipped)
-	m.restarts = register(reg, m.restarts)
-	m.seq = register(reg, m.seq)
-	m.caughtUp = register(reg, m.caughtUp)
 	return m
-}
-
-// register registers c, or reuses the collector already registered under the
-// same name (two feeds on one registry, as in tests).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
 }
