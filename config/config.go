@@ -79,6 +79,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// LegacyColumns drives --import-legacy.
 	LegacyColumns []LegacyColumn
+	// SSEMaxClients caps the sync-status stream clients of one instance;
+	// beyond it the stream answers 503 with Retry-After.
+	SSEMaxClients int
 
 	problems []error
 }
@@ -104,6 +107,7 @@ func Default() Config {
 		ICPEdgesOnDelete:  "keep",
 		HeartbeatInterval: 30 * time.Second,
 		ShutdownTimeout:   10 * time.Second,
+		SSEMaxClients:     1000,
 	}
 }
 
@@ -219,6 +223,14 @@ var fields = func() []field {
 	s("icp_edges_on_delete", false, func(c *Config) *string { return &c.ICPEdgesOnDelete })
 	d("heartbeat_interval", func(c *Config) *time.Duration { return &c.HeartbeatInterval })
 	d("shutdown_timeout", func(c *Config) *time.Duration { return &c.ShutdownTimeout })
+	add("sse_max_clients", false, func(c *Config, v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+		c.SSEMaxClients = n
+		return nil
+	}, func(c *Config) string { return strconv.Itoa(c.SSEMaxClients) })
 	add("tables", false, func(c *Config, v string) error {
 		t, err := ParseTables(v)
 		if err != nil {
@@ -542,6 +554,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout < time.Second {
 		bad("shutdown_timeout", "%s is too short (at least 1s)", c.ShutdownTimeout)
+	}
+	if c.SSEMaxClients < 1 || c.SSEMaxClients > 100000 {
+		bad("sse_max_clients", "%d is out of range (1-100000; each idle client holds about 40 KiB)", c.SSEMaxClients)
 	}
 	errs = append(errs, validateTables(c.Tables)...)
 	for _, l := range c.LegacyColumns {

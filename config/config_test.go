@@ -44,6 +44,7 @@ func TestDefault_MatchesContract(t *testing.T) {
 		"EDGESYNC_ASSET_HOSTS":        "*.public.blob.vercel-storage.com",
 		"EDGESYNC_LOG_LEVEL":          "info",
 		"EDGESYNC_LOG_FORMAT":         "json",
+		"EDGESYNC_SSE_MAX_CLIENTS":    "1000",
 	}
 	got := map[string]string{}
 	for _, s := range c.Settings() {
@@ -134,6 +135,9 @@ func TestConfig_Validate(t *testing.T) {
 		{"asset hosts bare wildcard", map[string]string{"EDGESYNC_ASSET_HOSTS": "*"}, `EDGESYNC_ASSET_HOSTS: "*"`},
 		{"asset hosts bad port", map[string]string{"EDGESYNC_ASSET_HOSTS": "blob.example.com:99999"}, "port"},
 		{"asset hosts wildcard ip", map[string]string{"EDGESYNC_ASSET_HOSTS": "*.127.0.0.1"}, "wildcard"},
+		{"sse cap zero", map[string]string{"EDGESYNC_SSE_MAX_CLIENTS": "0"}, "EDGESYNC_SSE_MAX_CLIENTS: 0 is out of range"},
+		{"sse cap words", map[string]string{"EDGESYNC_SSE_MAX_CLIENTS": "lots"}, `EDGESYNC_SSE_MAX_CLIENTS: "lots" is not a whole number`},
+		{"sse cap ok", map[string]string{"EDGESYNC_SSE_MAX_CLIENTS": "2500"}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

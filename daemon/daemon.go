@@ -29,6 +29,7 @@ import (
 	"github.com/edgesync/edgesync/internal/api"
 	"github.com/edgesync/edgesync/internal/gallerystatus"
 	"github.com/edgesync/edgesync/internal/natsserver"
+	"github.com/edgesync/edgesync/internal/ssefeed"
 	"github.com/edgesync/edgesync/mirror"
 	"github.com/edgesync/edgesync/pipeline"
 	"github.com/edgesync/edgesync/reconcile"
@@ -87,6 +88,7 @@ type Daemon struct {
 	recon    *reconcile.Service
 	overview *overview
 	icp      *mirror.Mirror // nil when the ICP mirror is off
+	feed     *ssefeed.Feed
 
 	// created once, shared by the gallery tracker of every leadership term
 	galleryMetrics *gallerystatus.Metrics
@@ -196,7 +198,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	d.recon = reconcile.New(rc, d.pool, log.With(zap.String("component", "reconcile")), d.reg)
 	d.overview = newOverview(d.pool, d.reg, log)
 	d.overview.health = api.NewHealth(d.backendChecks(), 0, log)
-	d.api = api.New(api.Config{AdminToken: cfg.AdminToken, Tables: cfg.Tables, ICPMirror: d.icp != nil}, api.Deps{
+	d.api = api.New(api.Config{AdminToken: cfg.AdminToken, Tables: cfg.Tables, ICPMirror: d.icp != nil, MaxSSEClients: cfg.SSEMaxClients}, api.Deps{
 		Pool:       d.pool,
 		Logger:     log,
 		Registry:   d.reg,
@@ -205,6 +207,8 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 		Reconciler: d.recon,
 		Health:     d.overview.health,
 	})
+	// Every instance, leader or standby, feeds its SSE hub from the stream.
+	d.feed = ssefeed.New(ssefeed.Config{Stream: cfg.Stream, Subjects: domain.Subjects{Prefix: cfg.SubjectPrefix}}, d.js, d.api.Events(), log, d.reg)
 	if cfg.AdminToken == "" {
 		log.Warn("EDGESYNC_ADMIN_TOKEN is empty: write and admin endpoints answer 403 until it is set")
 	}
@@ -302,8 +306,10 @@ func (d *Daemon) Run(parent context.Context) error {
 		}
 	})
 	g.Go(func() error { return leader.Run(ctx, d.lead) })
-	// Every instance answers reconcile requests (a queue group: one run
-	// per request) and keeps the storage overview metrics.
+	// Every instance feeds its SSE hub from the stream, answers reconcile
+	// requests (a queue group: one run per request) and keeps the storage
+	// overview metrics.
+	g.Go(func() error { return d.supervise(ctx, "SSE feed", d.feed.Run) })
 	g.Go(func() error {
 		return d.supervise(ctx, "reconcile NATS trigger", func(ctx context.Context) error { return d.recon.ServeNATS(ctx, d.nc, "") })
 	})
@@ -367,7 +373,6 @@ func restart(ctx context.Context, log *zap.Logger, name string, run func(ctx con
 // it, the ICP mirror and the periodic reconcile.
 func (d *Daemon) lead(lctx context.Context) {
 	log := d.log.With(zap.String("component", "pipeline"))
-	hub := d.api.Events()
 	gallery := gallerystatus.New(galleryConfig(d.cfg), d.pool, jsPublish(d.js), d.log.With(zap.String("component", "gallerystatus")), d.galleryMetrics)
 	// Changes noted by a previous leader were held in its memory: recheck.
 	gallery.RecheckAll()
@@ -381,7 +386,6 @@ func (d *Daemon) lead(lctx context.Context) {
 	}
 	hooks := pipeline.Hooks{
 		EdgeChanged: func(ev pipeline.EdgeEvent) {
-			hub.PublishEdge(ev.ID, ev.Data, ev.Backend, ev.SyncState)
 			gallery.MemoriesChanged(gallerystatus.MemoryKey{ID: ev.MemoryID, Type: ev.MemoryType})
 			if d.icp != nil && ev.Backend == domain.BackendICP && ev.SyncState == domain.SyncMigrating {
 				d.icp.Wake(ev.MemoryID, ev.MemoryType)

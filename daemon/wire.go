@@ -72,7 +72,9 @@ func newMirror(d *Daemon) (*mirror.Mirror, error) {
 		Log:     d.log,
 		Metrics: mirror.NewMetrics(d.reg),
 		Publish: func(subject string, data []byte) error {
-			d.api.Events().PublishEvent("progress", "", data)
+			// Core NATS (the stream captures sync.>): progress needs no ack
+			// and must not hold up the chunk senders. Every instance's SSE
+			// hub gets it back from the stream (internal/ssefeed).
 			return d.nc.Publish(subject, data)
 		},
 	})

@@ -5,7 +5,8 @@
 //
 // It may import reconcile (for its Run type and sentinels), pgx, zap and the
 // Prometheus client; never daemon, config, cdc or a sink. The daemon translates
-// the global configuration into Config and Deps and feeds the SSE hub.
+// the global configuration into Config and Deps; internal/ssefeed feeds the
+// SSE hub from JetStream on every instance.
 //
 // Invariant: every route is declared once in the route table (routes.go),
 // which both the mux and the OpenAPI conformance test read, and every error

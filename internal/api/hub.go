@@ -2,8 +2,14 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync"
+)
+
+var (
+	errHubClosed = errors.New("the server is shutting down")
+	errHubFull   = errors.New("too many stream clients")
 )
 
 // Hub fans sync-status events out to the SSE clients of
@@ -11,9 +17,15 @@ import (
 // a bounded buffer and a client whose buffer is full is dropped (it gets a
 // final comment and can reconnect with Last-Event-ID). A ring of recent events
 // serves those resumes.
+//
+// Publish runs on the caller's goroutine and costs one pass over the clients,
+// so the daemon calls it from the stream feed (internal/ssefeed), never from
+// the CDC pipeline. The number of clients is capped: beyond the cap,
+// subscribe refuses and the handler answers 503.
 type Hub struct {
-	buf     int
-	metrics *metrics
+	buf        int
+	maxClients int
+	metrics    *metrics
 
 	mu      sync.Mutex
 	closed  bool
@@ -25,12 +37,25 @@ type Hub struct {
 }
 
 type event struct {
-	seq     uint64
-	name    string
-	id      string
-	data    []byte
+	seq  uint64
+	name string
+	id   string
+	data []byte
+	// The filter keys, read from data the first time a filtering client
+	// asks (under the hub's lock): most events reach no filtering client,
+	// and parsing every envelope would cost the feed more than the fan-out.
+	parsed  bool
 	backend string // "" when the event does not say
 	state   string // "" when the event does not say
+}
+
+// keys returns the event's backend and sync state; the hub's lock is held.
+func (ev *event) keys() (backend, state string) {
+	if !ev.parsed {
+		ev.backend, ev.state = filterKeys(ev.data)
+		ev.parsed = true
+	}
+	return ev.backend, ev.state
 }
 
 type subscriber struct {
@@ -40,8 +65,8 @@ type subscriber struct {
 	reason  string // why ch was closed; written before the close
 }
 
-func newHub(replay, buf int, m *metrics) *Hub {
-	return &Hub{buf: buf, metrics: m, ring: make([]*event, replay), byID: make(map[string]uint64, replay), clients: map[*subscriber]struct{}{}}
+func newHub(replay, buf, maxClients int, m *metrics) *Hub {
+	return &Hub{buf: buf, maxClients: maxClients, metrics: m, ring: make([]*event, replay), byID: make(map[string]uint64, replay), clients: map[*subscriber]struct{}{}}
 }
 
 // Publish sends a storage_edges change to the stream clients as a "sync"
@@ -50,24 +75,41 @@ func newHub(replay, buf int, m *metrics) *Hub {
 // clients' filters. The hub keeps data: the caller must not modify it later.
 func (h *Hub) Publish(id string, data []byte) { h.PublishEvent("sync", id, data) }
 
-// PublishEdge is Publish for a caller that already knows the edge's backend
-// and sync state (the pipeline does): it spares the hub parsing the JSON.
-func (h *Hub) PublishEdge(id string, data []byte, backend, state string) {
-	h.publish(&event{name: "sync", id: sseSafe(id), data: data, backend: backend, state: state})
-}
-
 // PublishEvent sends an event of the given name (e.g. "progress" from the ICP
 // mirror). id may be empty (the event cannot then be resumed from).
 func (h *Hub) PublishEvent(name, id string, data []byte) {
+	h.publish(&event{name: sseSafe(name), id: sseSafe(id), data: data})
+}
+
+// Backfill adds an event that happened before this instance started to the
+// resume ring without sending it to anyone: a client that was connected to
+// another instance can then resume here with Last-Event-ID.
+func (h *Hub) Backfill(name, id string, data []byte) {
 	ev := &event{name: sseSafe(name), id: sseSafe(id), data: data}
-	ev.backend, ev.state = filterKeys(data)
-	h.publish(ev)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || h.known(ev.id) {
+		return
+	}
+	h.seq++
+	ev.seq = h.seq
+	h.remember(ev)
+}
+
+// known reports whether an event with this id is still in the ring: the same
+// id again is a duplicate (a redelivery) that clients already got.
+func (h *Hub) known(id string) bool {
+	if id == "" {
+		return false
+	}
+	_, ok := h.byID[id]
+	return ok
 }
 
 func (h *Hub) publish(ev *event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed {
+	if h.closed || h.known(ev.id) {
 		return
 	}
 	h.seq++
@@ -109,12 +151,17 @@ func (h *Hub) remember(ev *event) {
 // subscribe registers a client. With lastID it also returns the events after
 // that id still in the ring (registration and backlog are taken under one
 // lock, so nothing falls between them); reset reports that lastID is no longer
-// (or never was) in the ring and the client starts live.
-func (h *Hub) subscribe(lastID, backend, state string) (sub *subscriber, backlog []*event, reset bool) {
+// (or never was) in the ring and the client starts live. It fails with
+// errHubClosed after Close and errHubFull at the client cap.
+func (h *Hub) subscribe(lastID, backend, state string) (sub *subscriber, backlog []*event, reset bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return nil, nil, false
+		return nil, nil, false, errHubClosed
+	}
+	if h.maxClients > 0 && len(h.clients) >= h.maxClients {
+		h.metrics.sseRejected.Inc()
+		return nil, nil, false, errHubFull
 	}
 	sub = &subscriber{ch: make(chan *event, h.buf), backend: backend, state: state}
 	if lastID != "" {
@@ -132,7 +179,7 @@ func (h *Hub) subscribe(lastID, backend, state string) (sub *subscriber, backlog
 	}
 	h.clients[sub] = struct{}{}
 	h.metrics.sseClients.Inc()
-	return sub, backlog, reset
+	return sub, backlog, reset, nil
 }
 
 func (h *Hub) unsubscribe(sub *subscriber) {
@@ -170,9 +217,14 @@ func (h *Hub) Clients() int {
 	return len(h.clients)
 }
 
+// wants is called with the hub's lock held.
 func (c *subscriber) wants(ev *event) bool {
-	return (c.backend == "" || ev.backend == "" || c.backend == ev.backend) &&
-		(c.state == "" || ev.state == "" || c.state == ev.state)
+	if c.backend == "" && c.state == "" {
+		return true
+	}
+	backend, state := ev.keys()
+	return (c.backend == "" || backend == "" || c.backend == backend) &&
+		(c.state == "" || state == "" || c.state == state)
 }
 
 // filterKeys reads the backend and sync state of an edge envelope (after

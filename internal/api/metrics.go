@@ -12,6 +12,8 @@ type metrics struct {
 	panics     prometheus.Counter
 	sseClients prometheus.Gauge
 	sseDropped prometheus.Counter
+	// sseRejected counts streams refused at the client cap.
+	sseRejected prometheus.Counter
 }
 
 // newMetrics builds the server's metrics and registers them on reg (nil:
@@ -34,9 +36,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		sseDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgesync_sse_dropped_total", Help: "Stream clients dropped for falling behind.",
 		}),
+		sseRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgesync_sse_rejected_total", Help: "Stream requests refused with 503 because the client cap (EDGESYNC_SSE_MAX_CLIENTS) was reached.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.panics, m.sseClients, m.sseDropped)
+		reg.MustRegister(m.requests, m.duration, m.panics, m.sseClients, m.sseDropped, m.sseRejected)
 	}
 	return m
 }

@@ -41,7 +41,13 @@ type Config struct {
 	SSEReplay int
 	// SSEWriteTimeout bounds one write to a stream client (default 10s).
 	SSEWriteTimeout time.Duration
+	// MaxSSEClients caps the stream clients of this instance (default
+	// 1000); beyond it the stream answers 503 with Retry-After.
+	MaxSSEClients int
 }
+
+// DefaultMaxSSEClients is Config.MaxSSEClients when unset.
+const DefaultMaxSSEClients = 1000
 
 // Reconciler starts and reports reconcile runs; the reconcile package's
 // runner satisfies it. Start must return once the run is recorded: the run
@@ -111,6 +117,9 @@ func New(cfg Config, deps Deps) *Server {
 	if cfg.SSEWriteTimeout <= 0 {
 		cfg.SSEWriteTimeout = 10 * time.Second
 	}
+	if cfg.MaxSSEClients <= 0 {
+		cfg.MaxSSEClients = DefaultMaxSSEClients
+	}
 	log := deps.Logger
 	if log == nil {
 		log = zap.NewNop()
@@ -133,7 +142,7 @@ func New(cfg Config, deps Deps) *Server {
 		s.tables[t.MemoryType] = t
 	}
 	s.metrics = newMetrics(deps.Registry)
-	s.hub = newHub(cfg.SSEReplay, cfg.SSEClientBuffer, s.metrics)
+	s.hub = newHub(cfg.SSEReplay, cfg.SSEClientBuffer, cfg.MaxSSEClients, s.metrics)
 	s.handler = s.routes()
 	return s
 }

@@ -3,9 +3,16 @@ package api
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"net/http"
+	"sync"
 	"time"
 )
+
+var sseWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 8<<10) }}
+
+// sseRetryAfter is the Retry-After (seconds) of a stream refused at the cap.
+const sseRetryAfter = "5"
 
 // syncStream serves GET /api/storage/sync-status/stream. It is exempt from the
 // handler deadline and lifts the server's connection deadlines, setting one
@@ -26,9 +33,17 @@ func (s *Server) syncStream(w http.ResponseWriter, r *http.Request) {
 	if lastID == "" {
 		lastID = q.Get("last_event_id") // for clients that cannot set headers
 	}
-	sub, backlog, reset := s.hub.subscribe(lastID, backend, state)
-	if sub == nil {
-		writeError(w, unavailable("the server is shutting down"))
+	sub, backlog, reset, err := s.hub.subscribe(lastID, backend, state)
+	switch {
+	case errors.Is(err, errHubFull):
+		// Another instance behind the Service may have room; EventSource
+		// does not retry a 503 by itself, so the client's code must.
+		w.Header().Set("Retry-After", sseRetryAfter)
+		writeError(w, &apiError{Status: http.StatusServiceUnavailable, Code: "too_many_clients",
+			Message: "this instance serves its maximum of " + itoa(int64(s.cfg.MaxSSEClients)) + " stream clients (EDGESYNC_SSE_MAX_CLIENTS); retry later"})
+		return
+	case err != nil:
+		writeError(w, unavailable(err.Error()))
 		return
 	}
 	defer s.hub.unsubscribe(sub)
@@ -42,20 +57,30 @@ func (s *Server) syncStream(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no") // proxies must not buffer a stream
 	w.WriteHeader(http.StatusOK)
 
-	bw := bufio.NewWriterSize(w, 8<<10)
+	// An idle client holds no write buffer: one comes from a pool for each
+	// batch of writes and goes back with the flush.
+	var bw *bufio.Writer
+	buf := func() *bufio.Writer {
+		if bw == nil {
+			bw = sseWriters.Get().(*bufio.Writer)
+			bw.Reset(w)
+		}
+		return bw
+	}
 	flush := func() bool {
 		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.SSEWriteTimeout))
-		if bw.Flush() != nil {
-			return false
-		}
-		return rc.Flush() == nil
+		err := buf().Flush()
+		bw.Reset(nil)
+		sseWriters.Put(bw)
+		bw = nil
+		return err == nil && rc.Flush() == nil
 	}
-	bw.WriteString("retry: 2000\n: connected\n\n")
+	buf().WriteString("retry: 2000\n: connected\n\n")
 	if reset {
-		bw.WriteString("event: reset\ndata: {\"reason\":\"last_event_id_unknown\"}\n\n")
+		buf().WriteString("event: reset\ndata: {\"reason\":\"last_event_id_unknown\"}\n\n")
 	}
 	for _, ev := range backlog {
-		writeEvent(bw, ev)
+		writeEvent(buf(), ev)
 	}
 	if !flush() {
 		return
@@ -67,19 +92,19 @@ func (s *Server) syncStream(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case <-keepAlive.C:
-			bw.WriteString(": keep-alive\n\n")
+			buf().WriteString(": keep-alive\n\n")
 			if !flush() {
 				return
 			}
 		case ev, ok := <-sub.ch:
 			if !ok {
 				if sub.reason != "" {
-					bw.WriteString(": " + sub.reason + "\n\n")
+					buf().WriteString(": " + sub.reason + "\n\n")
 					flush()
 				}
 				return
 			}
-			writeEvent(bw, ev)
+			writeEvent(buf(), ev)
 			// Batch what is already queued into one flush.
 			for more := true; more; {
 				select {
@@ -88,7 +113,7 @@ func (s *Server) syncStream(w http.ResponseWriter, r *http.Request) {
 						more = false
 						break
 					}
-					writeEvent(bw, ev)
+					writeEvent(buf(), ev)
 				default:
 					more = false
 				}

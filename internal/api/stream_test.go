@@ -224,3 +224,50 @@ func TestSyncStream_SlowClientDoesNotBlockPublish(t *testing.T) {
 	}
 	_ = healthy // it may itself have been dropped under this flood; not what this test checks
 }
+
+func TestSyncStream_ClientCap(t *testing.T) {
+	e := newEnv(t, func(c *Config, d *Deps) { c.MaxSSEClients = 2 })
+	hub := e.srv.Events()
+	url := e.http.URL + "/api/storage/sync-status/stream"
+	first, cancelFirst := sseClient(t, url, "")
+	_, cancelSecond := sseClient(t, url, "")
+	defer cancelSecond()
+	eventually(t, 5*time.Second, "two clients", func() bool { return hub.Clients() == 2 })
+
+	code, body, h := e.do("GET", "/api/storage/sync-status/stream", "", nil)
+	if code != http.StatusServiceUnavailable || errCode(body) != "too_many_clients" || h.Get("Retry-After") != "5" {
+		t.Fatalf("third client: %d %v Retry-After=%q, want 503 too_many_clients with Retry-After 5", code, body, h.Get("Retry-After"))
+	}
+	if hub.Clients() != 2 {
+		t.Fatalf("%d clients after a refusal, want 2", hub.Clients())
+	}
+	// The refused request did not take a slot: once one leaves, a new one fits.
+	cancelFirst()
+	for range first {
+	}
+	eventually(t, 5*time.Second, "one client left", func() bool { return hub.Clients() == 1 })
+	third, cancelThird := sseClient(t, url, "")
+	defer cancelThird()
+	hub.Publish("cap/1", edgeEnvelope(1, "neon-db", "idle"))
+	if ev := next(t, third); ev.id != "cap/1" {
+		t.Fatalf("client admitted after the cap freed: %+v", ev)
+	}
+}
+
+func TestHub_SameIDOnce(t *testing.T) {
+	e := newEnv(t, nil)
+	hub := e.srv.Events()
+	ch, cancel := sseClient(t, e.http.URL+"/api/storage/sync-status/stream", "")
+	defer cancel()
+	eventually(t, 5*time.Second, "a client", func() bool { return hub.Clients() == 1 })
+	hub.Backfill("sync", "dup/0", edgeEnvelope(0, "neon-db", "idle")) // the past: not sent
+	hub.Publish("dup/0", edgeEnvelope(0, "neon-db", "idle"))          // a redelivery of it
+	hub.Publish("dup/1", edgeEnvelope(1, "neon-db", "idle"))
+	hub.Publish("dup/1", edgeEnvelope(1, "neon-db", "idle")) // a redelivery
+	hub.Publish("dup/2", edgeEnvelope(2, "neon-db", "idle"))
+	for _, want := range []string{"dup/1", "dup/2"} {
+		if ev := next(t, ch); ev.id != want {
+			t.Fatalf("got %+v, want %s (each id once, the backfilled past never)", ev, want)
+		}
+	}
+}

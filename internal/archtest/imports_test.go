@@ -25,6 +25,7 @@ var rules = map[string][]string{
 	"cmd/icp-replica":     {"", "!internal/icpreplica"},
 	"daemon":              {"cmd"},           // everything below it, never cmd
 	"internal":            {"cmd", "daemon"}, // helpers never reach up
+	"internal/ssefeed":    {"", "!domain"},   // the SSE feed: only the vocabulary (the hub is its own interface)
 	"bench":               {"cmd"},           // benchmarks drive packages, not main
 	"deploy":              {"cmd", "daemon"}, // manifests only
 }
@@ -114,6 +115,8 @@ func TestForbidden(t *testing.T) {
 		{"internal/icpreplica", "mirror", true},
 		{"cmd/icp-replica", "internal/icpreplica", false},
 		{"cmd/icp-replica", "mirror", true},
+		{"internal/ssefeed", "domain", false},
+		{"internal/ssefeed", "internal/api", true},
 	}
 	for _, c := range cases {
 		if got := forbidden(c.pkg, c.dep); got != c.want {
