@@ -96,6 +96,14 @@ func (h *Hub) Backfill(name, id string, data []byte) {
 	h.remember(ev)
 }
 
+// Has reports whether the event with this id is in the resume ring (a
+// client resuming from it gets exactly what followed).
+func (h *Hub) Has(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.known(sseSafe(id))
+}
+
 // known reports whether an event with this id is still in the ring: the same
 // id again is a duplicate (a redelivery) that clients already got.
 func (h *Hub) known(id string) bool {

@@ -301,7 +301,12 @@ func TestFeed_ResumeOnTheOtherPod(t *testing.T) {
 	c.progress(50)
 	missed = append(missed, "progress:")
 
-	// ... and the Service sends it to pod B.
+	// ... and the Service sends it to pod B, which (like every pod, a few
+	// milliseconds after the stream stored them) has the missed events.
+	deadline := time.Now().Add(10 * time.Second)
+	for !b.api.Events().Has("edgesync/20/0") && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	chB, _ := b.stream(t, lastID)
 	got := take(t, chB, len(missed))
 	if fmt.Sprint(ids(got)) != fmt.Sprint(missed) {
