@@ -84,6 +84,9 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 		// catch-up load; GOMEMLIMIT (the Deployment sets it) overrides it.
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
+	if err := cfg.CheckEmbeddedNATS(); err != nil {
+		return nil, err
+	}
 	d := &Daemon{cfg: cfg, log: log, reg: NewRegistry()}
 	ok := false
 	defer func() {
@@ -147,6 +150,9 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	}
 	d.js, err = jetstream.New(d.nc)
 	if err != nil {
+		return nil, err
+	}
+	if err := d.preflight(ctx); err != nil {
 		return nil, err
 	}
 	d.metrics = NewMetrics(d.reg)
