@@ -46,7 +46,7 @@ func run(ctx context.Context, args []string, lookup env, stdout, stderr io.Write
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetArgs(args)
-	root.PersistentFlags().StringVar(&a.configFile, "config", "", "YAML file with settings (keys as in CONTRACT section 2, lower snake case, no prefix); the environment wins")
+	root.PersistentFlags().StringVar(&a.configFile, "config", "", "YAML file with settings (the keys of docs/configuration.md: lower snake case, no prefix); the environment wins")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return userError{fmt.Sprintf("%v (see `%s --help`)", err, c.CommandPath())}
 	})
