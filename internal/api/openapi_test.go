@@ -19,7 +19,7 @@ func TestRoutes_MatchOpenAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	var doc struct {
-		OpenAPI string                                         `yaml:"openapi"`
+		OpenAPI string `yaml:"openapi"`
 		Paths   map[string]map[string]struct {
 			OperationID string `yaml:"operationId"`
 			Security    *[]any `yaml:"security"`
