@@ -3,9 +3,13 @@ package doctor
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -156,6 +160,22 @@ func TestChecks_MisconfiguredPostgres(t *testing.T) {
 		db := connect(t, url)
 		expect(t, checkWalLevel(ctx, db), Fail, "wal_level = logical")
 		expect(t, checkSlots(ctx, db, "edgesync"), Fail, "max_replication_slots")
+
+		// The whole run against that server, whose database has no edgesync
+		// objects and no app schema: what an operator sees.
+		env := map[string]string{"EDGESYNC_DATABASE_URL": url, "EDGESYNC_DATA_DIR": t.TempDir()}
+		rs := Run(ctx, load(t, env))
+		var out bytes.Buffer
+		Print(&out, rs)
+		t.Log("\n" + out.String())
+		m := byCheck(rs)
+		for _, c := range []string{"wal_level", "replication_slots", "publication", "app_schema", "migrations"} {
+			expect(t, m[c], Fail, "")
+		}
+		expect(t, m["database"], Pass, "PostgreSQL")
+		if !Failed(rs) {
+			t.Fatal("Failed() is false")
+		}
 	})
 
 	t.Run("role without REPLICATION, not owning the tables", func(t *testing.T) {
@@ -297,4 +317,103 @@ func TestChecks_LocalAndRemote(t *testing.T) {
 	expect(t, checkICP(ctx, load(t, map[string]string{})), Skip, "mirror is off")
 	expect(t, checkBlob(ctx, load(t, map[string]string{"EDGESYNC_BLOB_URL": dead})), Fail, "unreachable")
 	expect(t, checkBlob(ctx, load(t, map[string]string{})), Warn, "EDGESYNC_BLOB_URL is empty")
+}
+
+// startPoolerDouble starts a TCP proxy in front of target that behaves like
+// PgBouncer (< 1.23) where it matters to doctor: it answers an SSLRequest
+// with 'N' and refuses a startup message that asks for replication with
+// "unsupported startup parameter: replication"; everything else is passed
+// through. It returns the proxy's host:port.
+func startPoolerDouble(t *testing.T, target string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go poolerConn(c, target)
+		}
+	}()
+	return l.Addr().String()
+}
+
+func poolerConn(c net.Conn, target string) {
+	defer c.Close()
+	readMsg := func() ([]byte, error) {
+		var hdr [4]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			return nil, err
+		}
+		n := int(binary.BigEndian.Uint32(hdr[:]))
+		if n < 8 || n > 1<<16 {
+			return nil, errors.New("bad startup length")
+		}
+		body := make([]byte, n-4)
+		if _, err := io.ReadFull(c, body); err != nil {
+			return nil, err
+		}
+		return append(hdr[:], body...), nil
+	}
+	msg, err := readMsg()
+	if err != nil {
+		return
+	}
+	if binary.BigEndian.Uint32(msg[4:8]) == 80877103 { // SSLRequest
+		if _, err := c.Write([]byte{'N'}); err != nil {
+			return
+		}
+		if msg, err = readMsg(); err != nil {
+			return
+		}
+	}
+	for _, kv := range bytes.Split(msg[8:], []byte{0}) {
+		if string(kv) == "replication" {
+			var e bytes.Buffer
+			for _, f := range []string{"SFATAL", "VFATAL", "C08P01", "Munsupported startup parameter: replication"} {
+				e.WriteString(f)
+				e.WriteByte(0)
+			}
+			e.WriteByte(0)
+			out := []byte{'E', 0, 0, 0, 0}
+			binary.BigEndian.PutUint32(out[1:], uint32(e.Len()+4))
+			_, _ = c.Write(append(out, e.Bytes()...))
+			return
+		}
+	}
+	pg, err := net.Dial("tcp", target)
+	if err != nil {
+		return
+	}
+	defer pg.Close()
+	if _, err := pg.Write(msg); err != nil {
+		return
+	}
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(pg, c); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, pg); done <- struct{}{} }()
+	<-done
+}
+
+// TestChecks_PooledConnection: through a PgBouncer-like pooler every SQL
+// check still passes, and direct_connection fails with the fix.
+func TestChecks_PooledConnection(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.New(t)
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = startPoolerDouble(t, u.Host)
+	pooled := u.String()
+	db := connect(t, pooled)
+	expect(t, checkWalLevel(ctx, db), Pass, "logical")
+	expect(t, checkDirectConnection(ctx, db, pooled), Fail, "unsupported startup parameter: replication")
+	expect(t, checkDirectConnection(ctx, db, pooled), Fail, "not at PgBouncer")
+	expect(t, checkDirectConnection(ctx, connect(t, url), url), Pass, "direct session")
 }

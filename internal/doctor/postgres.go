@@ -141,7 +141,20 @@ func checkAppSchema(ctx context.Context, db *pgx.Conn, cfg config.Config) Result
 		}
 		return typ, err
 	}
+	missingTable := map[string]bool{}
 	want := func(table, col string, types ...string) error {
+		if missingTable[table] {
+			return nil
+		}
+		var exists bool
+		if err := db.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", table).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			missingTable[table] = true
+			problems = append(problems, fmt.Sprintf("table %s does not exist", table))
+			return nil
+		}
 		typ, err := colType(table, col)
 		if err != nil {
 			return err
