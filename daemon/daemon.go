@@ -197,6 +197,10 @@ func apiTables(ts []config.Table) []api.Table {
 }
 
 func (d *Daemon) backendChecks() []api.BackendCheck {
+	return scrubChecks(d.cfg, d.rawBackendChecks())
+}
+
+func (d *Daemon) rawBackendChecks() []api.BackendCheck {
 	checks := []api.BackendCheck{
 		{Name: "postgres", Check: api.PoolCheck(d.pool)},
 		{Name: "nats", Check: func(ctx context.Context) error {

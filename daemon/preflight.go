@@ -8,6 +8,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/edgesync/edgesync/cdc"
+	"github.com/edgesync/edgesync/config"
+	"github.com/edgesync/edgesync/internal/api"
 	"github.com/edgesync/edgesync/internal/doctor"
 	natssink "github.com/edgesync/edgesync/sinks/nats"
 )
@@ -39,4 +41,21 @@ func (d *Daemon) preflight(ctx context.Context) error {
 		d.log.Warn("could not check the stream yet; the pipeline will retry", zap.Error(err))
 	}
 	return nil
+}
+
+// scrubChecks keeps the configuration's secrets out of the backend checks'
+// errors, which /api/health/backends and the logs show: a driver may quote
+// a URL it was given.
+func scrubChecks(cfg config.Config, checks []api.BackendCheck) []api.BackendCheck {
+	out := make([]api.BackendCheck, len(checks))
+	for i, c := range checks {
+		check := c.Check
+		out[i] = api.BackendCheck{Name: c.Name, Check: func(ctx context.Context) error {
+			if err := check(ctx); err != nil {
+				return errors.New(cfg.Scrub(err.Error()))
+			}
+			return nil
+		}}
+	}
+	return out
 }
