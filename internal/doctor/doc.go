@@ -6,8 +6,8 @@
 //
 // Each check is a small function of its connection and the configuration,
 // so tests can break one thing at a time. Doctor only reads: it never
-// changes the database or the stream (a probe publish is refused by the
-// stream on purpose). The stream and publication rules are the daemon's own
+// changes the database or the stream, and publishes no event (it learns the
+// NATS user's publish permissions from the server). The stream and publication rules are the daemon's own
 // (sinks/nats.CheckStream, cdc.CheckPublication), so doctor and `run` agree.
 //
 // It may import config, cdc, migrations and sinks/nats; never daemon or cmd.

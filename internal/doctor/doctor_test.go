@@ -284,6 +284,16 @@ func TestChecks_MisconfiguredNATS(t *testing.T) {
 				Publish:   everything,
 				Subscribe: &server.SubjectPermission{Allow: []string{"edgesync.memory.>"}},
 			}},
+			// May publish memory events only.
+			&server.User{Username: "memonly", Password: "memonlypw123", Permissions: &server.Permissions{
+				Publish:   &server.SubjectPermission{Allow: []string{"edgesync.memory.>", "$JS.API.>", "_INBOX.>", "$SYS.REQ.USER.INFO"}},
+				Subscribe: everything,
+			}},
+			// Everything it needs, but it may not ask for its own permissions.
+			&server.User{Username: "noinfo", Password: "noinfopw123", Permissions: &server.Permissions{
+				Publish:   &server.SubjectPermission{Allow: []string{"edgesync.>", "$JS.API.>", "_INBOX.>"}},
+				Subscribe: &server.SubjectPermission{Allow: []string{"edgesync.admin.>", "_INBOX.>"}},
+			}},
 		)
 		hostport := strings.TrimPrefix(ns.URL(), "nats://")
 		env := func(user, pw string) map[string]string {
@@ -299,6 +309,10 @@ func TestChecks_MisconfiguredNATS(t *testing.T) {
 		narrow := byCheck(Run(ctx, load(t, env("narrow", "narrowpw123"))))
 		expect(t, narrow["nats"], Pass, "connected")
 		expect(t, narrow["nats_permissions"], Fail, "_INBOX.>")
+		memOnly := byCheck(Run(ctx, load(t, env("memonly", "memonlypw123"))))
+		expect(t, memOnly["nats_permissions"], Fail, "publish to edgesync.edge.> is not allowed")
+		noInfo := byCheck(Run(ctx, load(t, env("noinfo", "noinfopw123"))))
+		expect(t, noInfo["nats_permissions"], Warn, "$SYS.REQ.USER.INFO")
 	})
 }
 

@@ -2,9 +2,9 @@ package doctor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"time"
 
@@ -77,16 +77,17 @@ func bytesText(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-// checkPermissions tries, without storing anything, what the daemon does on
-// NATS: use the JetStream API (request-reply through _INBOX.>), publish each
-// kind of event, subscribe to the admin subject and answer on _INBOX.>. The
+// checkPermissions checks, without publishing anything a subscriber could
+// see, what the daemon does on NATS: the JetStream API by request-reply
+// (which needs subscribe on _INBOX.>), a subscription on the admin subject,
+// replies on _INBOX.>, and, from the user's own permissions as the server
+// reports them ($SYS.REQ.USER.INFO), publish on every event subject. The
 // server reports a denied publish or subscription asynchronously; a flush
 // makes it arrive before the verdict.
 func (e *env) checkPermissions(ctx context.Context) Result {
 	const name = "nats_permissions"
-	const fix = "grant the NATS user publish on %s, %s.> and _INBOX.> and subscribe on %s.admin.> and _INBOX.> (deploy.md has the user's permissions block)"
 	prefix := e.cfg.SubjectPrefix
-	fixText := fmt.Sprintf(fix, "$JS.API.>", prefix, prefix)
+	fix := fmt.Sprintf("grant the NATS user publish on %s.>, $JS.API.>, _INBOX.> and $SYS.REQ.USER.INFO and subscribe on %s.admin.> and _INBOX.> (deploy.md, step 3)", prefix, prefix)
 	var denied []string
 	collect := func() {
 		_ = e.nc.FlushTimeout(5 * time.Second)
@@ -106,33 +107,103 @@ func (e *env) checkPermissions(ctx context.Context) Result {
 	cancel()
 	collect()
 	if err != nil && len(denied) == 0 {
-		return fail(name, "the JetStream API does not answer: "+oneLine(err), fixText)
+		return fail(name, "the JetStream API does not answer: "+oneLine(err), fix)
 	}
-
-	_, streamErr := e.js.Stream(ctx, e.cfg.Stream)
-	for _, kind := range []string{"memory", "edge", "gallery", "sync", "reconcile"} {
-		subject := prefix + "." + kind + ".doctor"
-		if streamErr == nil {
-			// An impossible expected sequence makes the stream refuse the
-			// message: nothing is stored, but the publish was allowed.
-			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			_, _ = e.js.Publish(pctx, subject, nil, jetstream.WithExpectLastSequence(math.MaxUint64))
-			cancel()
-		} else {
-			_ = e.nc.Publish(subject, nil) // no stream captures it (checkStream says so)
-		}
-	}
-	sub, err := e.nc.SubscribeSync(natssink.AdminSubject(prefix))
-	if err == nil {
+	if sub, err := e.nc.SubscribeSync(natssink.AdminSubject(prefix)); err == nil {
 		collect()
 		_ = sub.Unsubscribe()
 	}
-	_ = e.nc.Publish("_INBOX.edgesync-doctor", nil) // as a reply to an admin request
+	_ = e.nc.Publish(e.nc.NewRespInbox(), nil) // as a reply to an admin request; nobody listens there
 	collect()
+
+	perms, known := e.userPermissions(ctx)
+	collect() // a denied USER.INFO request is no finding of its own
+	denied = dedupe(withoutUserInfo(denied))
+	if known {
+		for _, subject := range append(natssink.Subjects(prefix), "$JS.API.STREAM.INFO."+e.cfg.Stream, "$JS.API.STREAM.CREATE."+e.cfg.Stream) {
+			if !perms.Publish.allows(subject) {
+				denied = append(denied, "publish to "+subject+" is not allowed")
+			}
+		}
+	}
 	if len(denied) > 0 {
-		return fail(name, strings.Join(dedupe(denied), "; "), fixText)
+		return fail(name, strings.Join(denied, "; "), fix)
+	}
+	if !known {
+		return warn(name, fmt.Sprintf("JetStream API, subscribe %s and replies on _INBOX.> allowed; publish on the event subjects not verified", natssink.AdminSubject(prefix)),
+			"allow the user to publish on $SYS.REQ.USER.INFO so doctor can read its permissions")
 	}
 	return pass(name, "JetStream API, publish on %s.{memory,edge,gallery,sync,reconcile}.>, subscribe %s and replies on _INBOX.> allowed", prefix, natssink.AdminSubject(prefix))
+}
+
+const userInfoSubject = "$SYS.REQ.USER.INFO"
+
+func withoutUserInfo(errs []string) []string {
+	var out []string
+	for _, e := range errs {
+		if !strings.Contains(e, userInfoSubject) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// subjectPermission is one direction of a NATS user's permissions; nil
+// allows everything.
+type subjectPermission struct {
+	Allow []string `json:"allow"`
+	Deny  []string `json:"deny"`
+}
+
+// allows reports whether every subject that subject matches may be used.
+func (p *subjectPermission) allows(subject string) bool {
+	if p == nil {
+		return true
+	}
+	for _, d := range p.Deny {
+		if natssink.SubjectsCollide(d, subject) {
+			return false
+		}
+	}
+	if len(p.Allow) == 0 {
+		return true
+	}
+	for _, a := range p.Allow {
+		if natssink.SubjectCovers(a, subject) {
+			return true
+		}
+	}
+	return false
+}
+
+type userPermissions struct {
+	Publish   *subjectPermission `json:"publish"`
+	Subscribe *subjectPermission `json:"subscribe"`
+}
+
+// userPermissions asks the server for this connection's permissions;
+// known is false when the server does not say (no system account, or the
+// user may not ask).
+func (e *env) userPermissions(ctx context.Context) (p userPermissions, known bool) {
+	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	msg, err := e.nc.RequestWithContext(rctx, userInfoSubject, nil)
+	if err != nil {
+		return p, false
+	}
+	var resp struct {
+		Data *struct {
+			Permissions *userPermissions `json:"permissions"`
+		} `json:"data"`
+		Error *struct{} `json:"error"`
+	}
+	if json.Unmarshal(msg.Data, &resp) != nil || resp.Error != nil || resp.Data == nil {
+		return p, false
+	}
+	if resp.Data.Permissions != nil {
+		p = *resp.Data.Permissions
+	}
+	return p, true
 }
 
 func dedupe(xs []string) []string {
