@@ -329,6 +329,10 @@ func TestChecks_LocalAndRemote(t *testing.T) {
 	expect(t, checkICP(ctx, load(t, map[string]string{"EDGESYNC_ICP_URL": dead, "EDGESYNC_ICP_CANISTER_ID": "not-a-principal"})), Fail, "is not a principal")
 	expect(t, checkICP(ctx, load(t, map[string]string{"EDGESYNC_ICP_URL": dead, "EDGESYNC_ICP_CANISTER_ID": "rrkah-fqaaa-aaaaa-aaaaq-cai"})), Fail, "unreachable")
 	expect(t, checkICP(ctx, load(t, map[string]string{})), Skip, "mirror is off")
+	// A replica that answers, but not for this canister.
+	replica := icpreplica.StartTest(t, icpreplica.Config{})
+	expect(t, checkICP(ctx, load(t, map[string]string{"EDGESYNC_ICP_URL": replica.URL(), "EDGESYNC_ICP_CANISTER_ID": "rrkah-fqaaa-aaaaa-aaaaq-cai", "EDGESYNC_ICP_FETCH_ROOT_KEY": "true"})), Fail, "does not answer a status query")
+	expect(t, checkICP(ctx, load(t, map[string]string{"EDGESYNC_ICP_URL": replica.URL(), "EDGESYNC_ICP_CANISTER_ID": replica.CanisterID().String(), "EDGESYNC_ICP_FETCH_ROOT_KEY": "true"})), Pass, "answers queries")
 	expect(t, checkBlob(ctx, load(t, map[string]string{"EDGESYNC_BLOB_URL": dead})), Fail, "unreachable")
 	expect(t, checkBlob(ctx, load(t, map[string]string{})), Warn, "EDGESYNC_BLOB_URL is empty")
 }

@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/aviate-labs/agent-go/principal"
+	"go.uber.org/zap"
 
 	"github.com/edgesync/edgesync/config"
+	"github.com/edgesync/edgesync/sinks/icp"
 )
 
 // checkDataDir: the data directory (or, before the first start, the
@@ -79,8 +81,22 @@ func checkICP(ctx context.Context, cfg config.Config) Result {
 	if err := get(ctx, url, true); err != nil {
 		return fail(name, err.Error(), "check EDGESYNC_ICP_URL and the NetworkPolicy egress to it")
 	}
-	return pass(name, "%s answers; canister %s (that the identity is authorized on it is not checked yet)", cfg.ICPURL, cfg.ICPCanisterID)
+	// A verified query of a key nobody stores: the canister exists, speaks
+	// the memory-store interface, and its answer's certificate verifies.
+	client, err := icp.New(icp.Config{URL: cfg.ICPURL, CanisterID: cfg.ICPCanisterID, IdentityFile: cfg.ICPIdentityFile,
+		FetchRootKey: cfg.ICPFetchRootKey, CallTimeout: 10 * time.Second}, zap.NewNop())
+	if err != nil {
+		return fail(name, "cannot build the ICP client: "+oneLine(err), "check EDGESYNC_ICP_IDENTITY_FILE and EDGESYNC_ICP_FETCH_ROOT_KEY (true only for a local replica)")
+	}
+	if _, err := client.Status(ctx, probeUUID); err != nil {
+		return fail(name, fmt.Sprintf("canister %s does not answer a status query: %s", cfg.ICPCanisterID, oneLine(err)),
+			"check EDGESYNC_ICP_CANISTER_ID (the memory-store canister) and EDGESYNC_ICP_FETCH_ROOT_KEY (false on mainnet, true for a local replica)")
+	}
+	return pass(name, "%s answers; canister %s answers queries as %s (whether that principal may write is not checked)", cfg.ICPURL, cfg.ICPCanisterID, client.Sender())
 }
+
+// probeUUID is a key no memory has, for a harmless status query.
+const probeUUID = "00000000-0000-4000-8000-000000000000"
 
 // checkBlob: any HTTP answer from the blob host counts.
 func checkBlob(ctx context.Context, cfg config.Config) Result {
