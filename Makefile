@@ -4,8 +4,11 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS     := ./...
+# The image the manifests run: name and tag come from their one place, the kustomize component.
+IMAGE_COMPONENT := deploy/k8s/components/image/kustomization.yaml
+IMAGE    ?= $(shell sed -n 's/^ *newName: *//p' $(IMAGE_COMPONENT)):$(shell sed -n 's/^ *newTag: *//p' $(IMAGE_COMPONENT))
 
-.PHONY: build test lint bench demo run image postgres clean
+.PHONY: build test lint bench demo run image push postgres clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/edgesync ./cmd/edgesync
@@ -35,8 +38,13 @@ demo: postgres build
 run: build
 	bin/edgesync run
 
+# Builds (and `push` pushes) exactly the image deploy/k8s references; to release, change newTag in
+# $(IMAGE_COMPONENT) first. The binary reports the tag as its version.
 image:
-	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t edgesync:$(VERSION) .
+	docker build --build-arg VERSION=$(lastword $(subst :, ,$(IMAGE))) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
+
+push: image
+	docker push $(IMAGE)
 
 clean:
 	rm -rf bin data

@@ -31,9 +31,17 @@ type LegacyColumn struct {
 
 // Config is every setting of CONTRACT section 2 plus the documented extensions.
 type Config struct {
-	DatabaseURL       string
-	NATSURL           string
-	NATSCredsFile     string
+	DatabaseURL   string
+	NATSURL       string
+	NATSCredsFile string
+	// NATSEmbedded allows the embedded NATS server inside Kubernetes, where
+	// an empty NATSURL is otherwise refused.
+	NATSEmbedded bool
+	// StreamReplicas and StreamMaxBytes are used when the daemon creates the
+	// stream; an existing stream is never changed (doctor reports it).
+	StreamReplicas int
+	// StreamMaxBytes bounds the stream's size; 0 means unlimited.
+	StreamMaxBytes    int64
 	DataDir           string
 	HTTPAddr          string
 	Slot              string
@@ -83,6 +91,9 @@ type Config struct {
 	// beyond it the stream answers 503 with Retry-After.
 	SSEMaxClients int
 
+	// inKubernetes is set when KUBERNETES_SERVICE_HOST is in the environment.
+	inKubernetes bool
+
 	problems []error
 }
 
@@ -100,6 +111,8 @@ func Default() Config {
 		ICPMaxAttempts:    5,
 		ICPRetryBase:      10 * time.Minute,
 		AssetHosts:        domain.DefaultAssetHosts,
+		StreamReplicas:    1,
+		StreamMaxBytes:    1 << 30,
 		AssetMaxBytes:     1 << 30,
 		LogLevel:          "info",
 		LogFormat:         "json",
@@ -187,6 +200,20 @@ var fields = func() []field {
 	s("database_url", true, func(c *Config) *string { return &c.DatabaseURL })
 	s("nats_url", true, func(c *Config) *string { return &c.NATSURL })
 	s("nats_creds", false, func(c *Config) *string { return &c.NATSCredsFile })
+	b := func(key string, p func(c *Config) *bool) { set, get := boolean(p); add(key, false, set, get) }
+	b("nats_embedded", func(c *Config) *bool { return &c.NATSEmbedded })
+	add("stream_replicas", false, func(c *Config, v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+		c.StreamReplicas = n
+		return nil
+	}, func(c *Config) string { return strconv.Itoa(c.StreamReplicas) })
+	{
+		set, get := integer(func(c *Config) *int64 { return &c.StreamMaxBytes })
+		add("stream_max_bytes", false, set, get)
+	}
 	s("data_dir", false, func(c *Config) *string { return &c.DataDir })
 	s("http_addr", false, func(c *Config) *string { return &c.HTTPAddr })
 	s("slot", false, func(c *Config) *string { return &c.Slot })
@@ -200,7 +227,6 @@ var fields = func() []field {
 	s("icp_url", false, func(c *Config) *string { return &c.ICPURL })
 	s("icp_canister_id", false, func(c *Config) *string { return &c.ICPCanisterID })
 	s("icp_identity_file", false, func(c *Config) *string { return &c.ICPIdentityFile })
-	b := func(key string, p func(c *Config) *bool) { set, get := boolean(p); add(key, false, set, get) }
 	b("icp_fetch_root_key", func(c *Config) *bool { return &c.ICPFetchRootKey })
 	add("icp_max_attempts", false, func(c *Config, v string) error {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
@@ -285,6 +311,9 @@ func Load(path string, lookup func(string) (string, bool)) (Config, error) {
 		if err := c.applyYAML(path, raw); err != nil {
 			return c, err
 		}
+	}
+	if v, ok := lookup("KUBERNETES_SERVICE_HOST"); ok && v != "" {
+		c.inKubernetes = true
 	}
 	for _, f := range fields {
 		if v, ok := lookup(Env(f.key)); ok {
@@ -479,6 +508,12 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
+		bad("stream_replicas", "%d is out of range (1-5; 3 for a production JetStream cluster)", c.StreamReplicas)
+	}
+	if c.StreamMaxBytes < 0 {
+		bad("stream_max_bytes", "must not be negative (bytes, e.g. 1073741824; 0 for unlimited)")
+	}
 	if c.DataDir == "" {
 		bad("data_dir", "must not be empty (default ./data)")
 	}
@@ -564,7 +599,10 @@ func (c Config) Validate() error {
 			bad("legacy_columns", "%s.%s is not a valid table.column", l.Table, l.Column)
 		}
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return errors.New(c.Scrub(err.Error()))
+	}
+	return nil
 }
 
 func validateTables(ts []Table) []error {
@@ -579,57 +617,34 @@ func checkDatabaseURL(s string) error {
 	if strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") {
 		u, err := url.Parse(s)
 		if err != nil {
-			return fmt.Errorf("%q is not a valid URL (%v)", redactURL(s), stripURL(err))
+			// The parser's message may quote part of the password.
+			return fmt.Errorf("%q is not a valid URL (percent-encode special characters in the password, e.g. @ as %%40)", redactDatabaseURL(s))
 		}
 		if u.Host == "" {
-			return fmt.Errorf("%q has no host (e.g. postgres://user:PASSWORD@host:5432/db)", redactURL(s))
+			return fmt.Errorf("%q has no host (e.g. postgres://user:PASSWORD@host:5432/db)", redactDatabaseURL(s))
 		}
 		return nil
 	}
-	if strings.Contains(s, "=") { // key=value DSN
+	if isDSN(s) {
 		return nil
 	}
-	return fmt.Errorf("%q is neither a postgres:// URL nor a key=value DSN", redactURL(s))
+	return errors.New("is neither a postgres:// URL nor a key=value DSN (host=... user=... dbname=...)")
 }
 
-// stripURL drops the URL from a url.Error so a password never reaches an error message.
-func stripURL(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
-}
-
-var passwordKV = regexp.MustCompile(`(?i)(password\s*=\s*)('[^']*'|\S+)`)
-
-// RedactURL hides the password of a URL or key=value DSN.
+// RedactURL hides what authenticates in a URL, a comma-separated list of
+// NATS URLs or a key=value DSN (passwords, tokens), keeping the rest.
 func RedactURL(s string) string { return redactURL(s) }
 
 func redactURL(s string) string {
-	if s == "" {
+	switch {
+	case s == "":
 		return ""
-	}
-	if i := strings.Index(s, "://"); i >= 0 {
-		rest := s[i+3:]
-		at := strings.LastIndex(strings.SplitN(rest, "/", 2)[0], "@")
-		if at >= 0 {
-			userinfo := rest[:at]
-			user, _, hasPw := strings.Cut(userinfo, ":")
-			if hasPw {
-				s = s[:i+3] + user + ":REDACTED" + rest[at:]
-			}
-		}
-	}
-	s = passwordKV.ReplaceAllString(s, "${1}REDACTED")
-	// query parameters named password
-	if u, err := url.Parse(s); err == nil && u.RawQuery != "" {
-		q := u.Query()
-		if q.Has("password") {
-			q.Set("password", "REDACTED")
-			u.RawQuery = q.Encode()
-			s = u.String()
-		}
+	case strings.HasPrefix(s, "postgres://"), strings.HasPrefix(s, "postgresql://"):
+		return redactDatabaseURL(s)
+	case strings.Contains(s, "://"), strings.Contains(s, "@"):
+		return redactNATSURLs(s)
+	case strings.Contains(s, "="):
+		return redactDatabaseURL(s)
 	}
 	return s
 }
@@ -645,12 +660,8 @@ func (c Config) Settings() []Setting {
 	out := make([]Setting, 0, len(fields))
 	for _, f := range fields {
 		v := f.get(&c)
-		if f.secret && v != "" {
-			if strings.Contains(v, "://") || strings.Contains(v, "=") {
-				v = redactURL(v)
-			} else {
-				v = "REDACTED"
-			}
+		if f.secret {
+			v = redactSecret(f.key, v)
 		}
 		out = append(out, Setting{Env: Env(f.key), Value: v})
 	}
@@ -668,6 +679,21 @@ func (c Config) String() string {
 
 // GoString keeps %#v from printing secrets.
 func (c Config) GoString() string { return "config.Config{\n" + c.String() + "}" }
+
+// InKubernetes reports whether the process runs in a Kubernetes pod
+// (KUBERNETES_SERVICE_HOST was set when the configuration was loaded).
+func (c Config) InKubernetes() bool { return c.inKubernetes }
+
+// CheckEmbeddedNATS refuses the embedded NATS server inside Kubernetes
+// unless EDGESYNC_NATS_EMBEDDED says it is wanted: in a pod its store is
+// lost with the pod, and no other service would ever see the events the
+// slot was confirmed past.
+func (c Config) CheckEmbeddedNATS() error {
+	if c.NATSURL != "" || !c.inKubernetes || c.NATSEmbedded {
+		return nil
+	}
+	return errors.New("EDGESYNC_NATS_URL is empty inside Kubernetes: set it to your NATS server (e.g. nats://nats.nats.svc:4222), or set EDGESYNC_NATS_EMBEDDED=true to run the embedded development server in this pod on purpose")
+}
 
 // MemoryTable returns the table mapped to a memory type.
 func (c Config) MemoryTable(memoryType string) (Table, bool) {

@@ -102,6 +102,9 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 		// catch-up load; GOMEMLIMIT (the Deployment sets it) overrides it.
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
+	if err := cfg.CheckEmbeddedNATS(); err != nil {
+		return nil, err
+	}
 	d := &Daemon{cfg: cfg, log: log, reg: NewRegistry()}
 	ok := false
 	defer func() {
@@ -175,6 +178,9 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	if err != nil {
 		return nil, err
 	}
+	if err := d.preflight(ctx); err != nil {
+		return nil, err
+	}
 	d.metrics = pipeline.NewMetrics(d.reg)
 	d.leaderG = newLeaderGauge(d.reg)
 	d.galleryMetrics = gallerystatus.NewMetrics(d.reg)
@@ -222,6 +228,10 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 }
 
 func (d *Daemon) backendChecks() []api.BackendCheck {
+	return scrubChecks(d.cfg, d.rawBackendChecks())
+}
+
+func (d *Daemon) rawBackendChecks() []api.BackendCheck {
 	checks := []api.BackendCheck{
 		{Name: "postgres", Check: api.PoolCheck(d.pool)},
 		{Name: "nats", Check: func(ctx context.Context) error {
@@ -409,6 +419,8 @@ func (d *Daemon) lead(lctx context.Context) {
 		Slot:              d.cfg.Slot,
 		Publication:       d.cfg.Publication,
 		Stream:            d.cfg.Stream,
+		StreamReplicas:    d.cfg.StreamReplicas,
+		StreamMaxBytes:    d.cfg.StreamMaxBytes,
 		SubjectPrefix:     d.cfg.SubjectPrefix,
 		Tables:            d.cfg.Tables,
 		SnapshotEvents:    d.cfg.SnapshotEvents,

@@ -26,6 +26,8 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/edgesync/edgesync/config"
 )
 
 // The tests run in deploy/, so the repository root is one up.
@@ -69,6 +71,8 @@ var metricLabels = map[string][]string{
 	// Prometheus itself and the client library's process collector.
 	"up":                            nil,
 	"process_resident_memory_bytes": nil,
+	// cAdvisor (kubelet): the container's memory limit, for alerts relative to it.
+	"container_spec_memory_limit_bytes": {"container"},
 }
 
 // labelValues restricts the values an equality matcher may compare a label with.
@@ -98,19 +102,17 @@ var labelValues = map[string]map[string][]string{
 }
 
 // targetLabels are attached by Prometheus to every scraped series.
-var targetLabels = []string{"namespace", "pod", "job", "instance", "service", "container", "endpoint"}
+// `pipeline` is the pods' app.kubernetes.io/instance, copied by the ServiceMonitor's relabeling.
+var targetLabels = []string{"namespace", "pod", "job", "instance", "service", "container", "endpoint", "pipeline"}
 
-// settings are the environment variables the daemon reads: CONTRACT section 2, plus
-// EDGESYNC_NATS_CREDS (proposed extension, docs/deploy.md).
-var settings = []string{
-	"EDGESYNC_DATABASE_URL", "EDGESYNC_NATS_URL", "EDGESYNC_DATA_DIR", "EDGESYNC_HTTP_ADDR",
-	"EDGESYNC_SLOT", "EDGESYNC_PUBLICATION", "EDGESYNC_STREAM", "EDGESYNC_SUBJECT_PREFIX",
-	"EDGESYNC_ADMIN_TOKEN", "EDGESYNC_RECONCILE_INTERVAL", "EDGESYNC_STUCK_AFTER",
-	"EDGESYNC_ICP_URL", "EDGESYNC_ICP_CANISTER_ID", "EDGESYNC_ICP_IDENTITY_FILE",
-	"EDGESYNC_ICP_FETCH_ROOT_KEY", "EDGESYNC_LOG_LEVEL", "EDGESYNC_LOG_FORMAT",
-	"EDGESYNC_NATS_CREDS", "EDGESYNC_ICP_MAX_ATTEMPTS", "EDGESYNC_ICP_RETRY_BASE", "EDGESYNC_ASSET_HOSTS",
-	"EDGESYNC_ASSET_MAX_BYTES",
-}
+// settings are the environment variables the daemon reads, from the config code itself.
+var settings = func() []string {
+	var out []string
+	for _, r := range config.Reference() {
+		out = append(out, r.Env)
+	}
+	return out
+}()
 
 // mirrorWorkers is how many assets the ICP mirror downloads and uploads at once (the daemon's
 // fixed concurrency, docs/icp.md); each may spool up to EDGESYNC_ASSET_MAX_BYTES.
@@ -121,6 +123,10 @@ const defaultAssetMaxBytes = 1 << 30
 
 // secretSettings must come from the Secret, never from a literal or the ConfigMap.
 var secretSettings = []string{"EDGESYNC_DATABASE_URL", "EDGESYNC_ADMIN_TOKEN"}
+
+// requiredSecrets are the Secret keys without which nothing works; the others belong to optional
+// features and are referenced with optional: true.
+var requiredSecrets = []string{"EDGESYNC_DATABASE_URL"}
 
 // ServiceMonitor is the part of monitoring.coreos.com/v1 ServiceMonitor the manifests use;
 // decoding is strict, so any other field fails the test.
@@ -141,6 +147,10 @@ type ServiceMonitor struct {
 			Interval      string `json:"interval,omitempty"`
 			ScrapeTimeout string `json:"scrapeTimeout,omitempty"`
 			HonorLabels   bool   `json:"honorLabels,omitempty"`
+			Relabelings   []struct {
+				SourceLabels []string `json:"sourceLabels,omitempty"`
+				TargetLabel  string   `json:"targetLabel,omitempty"`
+			} `json:"relabelings,omitempty"`
 		} `json:"endpoints"`
 	} `json:"spec"`
 }
@@ -184,6 +194,13 @@ type rendered struct {
 // strictly. Unknown kinds, duplicate kinds and unknown fields fail the test.
 func render(t *testing.T, dir string) rendered {
 	t.Helper()
+	return renderOpt(t, dir, true)
+}
+
+// renderOpt is render; withRules false accepts a kustomization without a PrometheusRule (a second
+// pipeline, whose alerts come from the first one's rules).
+func renderOpt(t *testing.T, dir string, withRules bool) rendered {
+	t.Helper()
 	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
 	m, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(root, dir))
 	if err != nil {
@@ -225,7 +242,7 @@ func render(t *testing.T, dir string) rendered {
 		"Deployment": out.deployment == nil, "Service": out.service == nil,
 		"ServiceAccount": out.serviceAccount == nil, "ConfigMap": out.configMap == nil,
 		"PodDisruptionBudget": out.pdb == nil, "NetworkPolicy": out.networkPolicy == nil,
-		"ServiceMonitor": out.serviceMonitor == nil, "PrometheusRule": out.prometheusRule == nil,
+		"ServiceMonitor": out.serviceMonitor == nil, "PrometheusRule": withRules && out.prometheusRule == nil,
 	} {
 		if missing {
 			t.Errorf("%s renders no %s", dir, name)
@@ -317,10 +334,11 @@ func checkDeployment(t *testing.T, r rendered, production bool) {
 	}
 	c := pod.Containers[0]
 
-	if production {
-		if !strings.Contains(c.Image, ":") || strings.HasSuffix(c.Image, ":latest") {
-			t.Errorf("production image %q must be pinned to a tag or digest", c.Image)
-		}
+	if want := componentImage(t); c.Image != want {
+		t.Errorf("image %q, want %q: the tag is set in one place, deploy/k8s/components/image", c.Image, want)
+	}
+	if c.ImagePullPolicy == corev1.PullAlways {
+		t.Errorf("imagePullPolicy Always defeats a pinned tag's point")
 	}
 	if !strings.Contains(c.Image, "/") {
 		t.Errorf("image %q was not rewritten to a registry name by kustomize", c.Image)
@@ -409,10 +427,12 @@ func checkDeployment(t *testing.T, r rendered, production bool) {
 	}
 	for _, name := range secretSettings {
 		e, ok := env[name]
-		if !ok || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil ||
-			e.ValueFrom.SecretKeyRef.Name != "edgesync-secrets" || isTrue(e.ValueFrom.SecretKeyRef.Optional) {
-			t.Errorf("env %s must be a required secretKeyRef to edgesync-secrets, got %+v", name, e)
+		if !ok || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.ValueFrom.SecretKeyRef.Name != "edgesync-secrets" {
+			t.Errorf("env %s must be a secretKeyRef to edgesync-secrets, got %+v", name, e)
 			continue
+		}
+		if required := slices.Contains(requiredSecrets, name); required == isTrue(e.ValueFrom.SecretKeyRef.Optional) {
+			t.Errorf("env %s: secretKeyRef optional=%v, want %v (only %v are required)", name, isTrue(e.ValueFrom.SecretKeyRef.Optional), !required, requiredSecrets)
 		}
 		if !slices.Contains(exampleSecretKeys(t), e.ValueFrom.SecretKeyRef.Key) {
 			t.Errorf("env %s uses key %q, which the example Secret does not document", name, e.ValueFrom.SecretKeyRef.Key)
@@ -446,6 +466,9 @@ func checkDeployment(t *testing.T, r rendered, production bool) {
 		case v.Secret != nil:
 			if v.Secret.SecretName != "edgesync-secrets" || !m.ReadOnly {
 				t.Errorf("secret volume %s must come from edgesync-secrets and be mounted read-only", v.Name)
+			}
+			if !isTrue(v.Secret.Optional) {
+				t.Errorf("secret volume %s serves an optional feature (NATS credentials, ICP identity) and must be optional", v.Name)
 			}
 			for _, it := range v.Secret.Items {
 				if !slices.Contains(exampleSecretKeys(t), it.Key) {
@@ -483,7 +506,7 @@ func checkDeployment(t *testing.T, r rendered, production bool) {
 		t.Errorf("container: ephemeral-storage request %v must cover the data volume's sizeLimit, so the scheduler picks a node with the room", eph.String())
 	}
 	for _, key := range []string{"EDGESYNC_NATS_CREDS", "EDGESYNC_ICP_IDENTITY_FILE"} {
-		if p := r.configMap.Data[key]; !files[p] {
+		if p := r.configMap.Data[key]; p != "" && !files[p] {
 			t.Errorf("%s=%q is not a mounted secret file (mounted: %v)", key, p, keys(files))
 		}
 	}
@@ -516,6 +539,13 @@ func checkConfigMap(t *testing.T, cm *corev1.ConfigMap) {
 		if cm.Data[k] == "" {
 			t.Errorf("ConfigMap: %s must be set", k)
 		}
+	}
+	if _, ok := cm.Data["EDGESYNC_BLOB_URL"]; !ok {
+		t.Errorf("ConfigMap: EDGESYNC_BLOB_URL is missing (the blob health check and its alert never run without it)")
+	}
+	if cm.Data["EDGESYNC_STREAM_REPLICAS"] != "3" || cm.Data["EDGESYNC_STREAM_MAX_BYTES"] == "" || cm.Data["EDGESYNC_STREAM_MAX_BYTES"] == "0" {
+		t.Errorf("ConfigMap: the stream the daemon creates must be R3 with a size limit, got replicas %q max bytes %q",
+			cm.Data["EDGESYNC_STREAM_REPLICAS"], cm.Data["EDGESYNC_STREAM_MAX_BYTES"])
 	}
 	if cm.Data["EDGESYNC_ICP_FETCH_ROOT_KEY"] == "true" {
 		t.Errorf("ConfigMap: EDGESYNC_ICP_FETCH_ROOT_KEY=true is for local replicas only")
@@ -585,6 +615,12 @@ func checkServiceMonitor(t *testing.T, r rendered) {
 	}
 	if e := sm.Spec.Endpoints; len(e) != 1 || e[0].Port != "http" || e[0].Path != "/metrics" || e[0].Interval != "15s" {
 		t.Errorf("ServiceMonitor endpoints = %+v, want port http path /metrics every 15s", e)
+	} else if rl := e[0].Relabelings; len(rl) != 1 || rl[0].TargetLabel != "pipeline" ||
+		!slices.Equal(rl[0].SourceLabels, []string{"__meta_kubernetes_pod_label_app_kubernetes_io_instance"}) {
+		t.Errorf("ServiceMonitor must copy the pods' instance label to `pipeline` (the alerts aggregate by it), got %+v", rl)
+	}
+	if sm.Spec.JobLabel != "app.kubernetes.io/part-of" || r.service.Labels["app.kubernetes.io/part-of"] != "edgesync" {
+		t.Errorf("ServiceMonitor jobLabel %q: every pipeline's job must be edgesync (alerts select up{job=\"edgesync\"})", sm.Spec.JobLabel)
 	}
 }
 
@@ -624,6 +660,13 @@ func checkRules(t *testing.T, pr *PrometheusRule) {
 			}
 			if err := checkPromQL(rule.Expr); err != nil {
 				t.Errorf("alert %s: %v", rule.Alert, err)
+			}
+			// Two pipelines in one namespace must alert separately.
+			for _, m := range aggregation.FindAllStringSubmatch(rule.Expr, -1) {
+				// A pod belongs to one pipeline, so per-pod clauses do not merge them.
+				if strings.Contains(m[2], "namespace") && !strings.Contains(m[2], "pipeline") && !strings.Contains(m[2], "pod") {
+					t.Errorf("alert %s: %s (%s) merges pipelines; add pipeline", rule.Alert, m[1], m[2])
+				}
 			}
 		}
 	}
@@ -691,6 +734,136 @@ func TestDashboard(t *testing.T) {
 		if !used[want] {
 			t.Errorf("dashboard does not show %s", want)
 		}
+	}
+}
+
+// aggregation finds `by (...)` and `on (...)` clauses.
+var aggregation = regexp.MustCompile(`\b(by|on) \(([^)]*)\)`)
+
+// componentImage is the image name:tag of deploy/k8s/components/image, the one place it is set.
+func componentImage(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "deploy/k8s/components/image/kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Kind   string `json:"kind"`
+		Images []struct {
+			Name, NewName, NewTag string
+		} `json:"images"`
+	}
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Kind != "Component" || len(c.Images) != 1 || c.Images[0].Name != "edgesync" || c.Images[0].NewTag == "" || c.Images[0].NewTag == "latest" {
+		t.Fatalf("components/image must be a Component rewriting `edgesync` to a pinned tag (not latest): %+v", c)
+	}
+	return c.Images[0].NewName + ":" + c.Images[0].NewTag
+}
+
+// TestImageTag_OnePlace: no manifest and no doc names a tag of the image; the component is the
+// only place, and the Makefile's image target reads it from there.
+func TestImageTag_OnePlace(t *testing.T) {
+	img := componentImage(t)
+	name, tag, _ := strings.Cut(img, ":")
+	err := filepath.WalkDir(filepath.Join(root, "deploy/k8s"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(p, filepath.Join("components", "image", "kustomization.yaml")) {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if strings.Contains(string(b), name+":") || strings.Contains(string(b), "newTag") || strings.Contains(string(b), ":latest") {
+			t.Errorf("%s sets an image tag; set it only in deploy/k8s/components/image", p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk, err := os.ReadFile(filepath.Join(root, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(mk), "deploy/k8s/components/image/kustomization.yaml") {
+		t.Errorf("the Makefile's image target does not read the tag from the component")
+	}
+	if tag == "" {
+		t.Errorf("no tag in %s", img)
+	}
+}
+
+// TestPipelineB_DoesNotCollide renders production and the second pipeline side by side (one
+// namespace) and checks that no object name is shared and that no selector of one selects the
+// other's pods.
+func TestPipelineB_DoesNotCollide(t *testing.T) {
+	a := render(t, "deploy/k8s/overlays/production")
+	b := renderOpt(t, "deploy/k8s/overlays/pipeline-b", false)
+	checkDeployment(t, b, true)
+	checkConfigMap(t, b.configMap)
+	checkNetworking(t, b)
+	checkServiceMonitor(t, b)
+	if a.deployment.Namespace != b.deployment.Namespace {
+		t.Fatalf("the check assumes one namespace, got %q and %q", a.deployment.Namespace, b.deployment.Namespace)
+	}
+	for kind, names := range map[string][2]string{
+		"Deployment": {a.deployment.Name, b.deployment.Name}, "Service": {a.service.Name, b.service.Name},
+		"ConfigMap": {a.configMap.Name, b.configMap.Name}, "PodDisruptionBudget": {a.pdb.Name, b.pdb.Name},
+		"NetworkPolicy": {a.networkPolicy.Name, b.networkPolicy.Name}, "ServiceMonitor": {a.serviceMonitor.Name, b.serviceMonitor.Name},
+		"ServiceAccount": {a.serviceAccount.Name, b.serviceAccount.Name},
+	} {
+		if names[0] == names[1] {
+			t.Errorf("%s %q exists in both pipelines", kind, names[0])
+		}
+	}
+	for _, pair := range [][2]rendered{{a, b}, {b, a}} {
+		mine, other := pair[0], pair[1]
+		otherPods := labels.Set(other.deployment.Spec.Template.Labels)
+		selects := func(what string, sel *metav1.LabelSelector) {
+			t.Helper()
+			s, err := metav1.LabelSelectorAsSelector(sel)
+			if err != nil || s.Matches(otherPods) {
+				t.Errorf("%s of %s selects %s's pods (%v)", what, mine.deployment.Name, other.deployment.Name, err)
+			}
+		}
+		selects("Deployment selector", mine.deployment.Spec.Selector)
+		selects("Service selector", &metav1.LabelSelector{MatchLabels: mine.service.Spec.Selector})
+		selects("PodDisruptionBudget", mine.pdb.Spec.Selector)
+		selects("NetworkPolicy", &mine.networkPolicy.Spec.PodSelector)
+		if s, _ := metav1.LabelSelectorAsSelector(&mine.serviceMonitor.Spec.Selector); s.Matches(labels.Set(other.service.Labels)) {
+			t.Errorf("ServiceMonitor of %s scrapes %s's Service", mine.deployment.Name, other.deployment.Name)
+		}
+		for _, tsc := range mine.deployment.Spec.Template.Spec.TopologySpreadConstraints {
+			selects("topologySpreadConstraint", tsc.LabelSelector)
+		}
+		if aff := mine.deployment.Spec.Template.Spec.Affinity; aff != nil && aff.PodAntiAffinity != nil {
+			for _, w := range aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+				selects("podAntiAffinity", w.PodAffinityTerm.LabelSelector)
+			}
+		}
+	}
+	// The NetworkPolicy still admits Prometheus and API clients (peers are not edgesync pods).
+	for _, peer := range b.networkPolicy.Spec.Ingress[0].From {
+		if peer.PodSelector != nil && peer.PodSelector.MatchLabels["app.kubernetes.io/instance"] != "" {
+			t.Errorf("pipeline-b's NetworkPolicy requires the instance label of its ingress peers: %v", peer.PodSelector.MatchLabels)
+		}
+	}
+	ca, cb := a.configMap.Data, b.configMap.Data
+	for _, k := range []string{"EDGESYNC_SLOT", "EDGESYNC_PUBLICATION"} {
+		if ca[k] == cb[k] {
+			t.Errorf("%s = %q in both pipelines: each needs its own", k, ca[k])
+		}
+	}
+	if cb["EDGESYNC_TABLES"] == "" {
+		t.Errorf("pipeline-b sets no EDGESYNC_TABLES")
+	}
+	if b.prometheusRule != nil {
+		t.Errorf("pipeline-b renders its own PrometheusRule: its alerts would fire twice (production's rules aggregate by pipeline)")
+	}
+	if a.deployment.Spec.Template.Labels["app.kubernetes.io/instance"] == b.deployment.Spec.Template.Labels["app.kubernetes.io/instance"] {
+		t.Errorf("the pods of both pipelines carry the same instance label, so alerts cannot tell them apart")
 	}
 }
 
@@ -768,14 +941,35 @@ func TestSecretExample(t *testing.T) {
 	}
 }
 
-func TestMigrateJobExample(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(root, "deploy/k8s/examples/migrate-job.yaml"))
+// TestMigrateJob: the migration is a kustomize-managed Job named after the image tag, with the
+// Deployment's image, so it can be re-applied (same release: unchanged; new release: a new Job).
+func TestMigrateJob(t *testing.T) {
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	m, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(root, "deploy/k8s/migrate"))
+	if err != nil {
+		t.Fatalf("kustomize build deploy/k8s/migrate: %v", err)
+	}
+	if len(m.Resources()) != 1 || m.Resources()[0].GetKind() != "Job" {
+		t.Fatalf("deploy/k8s/migrate must render exactly one Job")
+	}
+	b, err := m.Resources()[0].AsYAML()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var j batchv1.Job
 	if err := yaml.UnmarshalStrict(b, &j); err != nil {
 		t.Fatalf("migrate Job does not decode strictly: %v", err)
+	}
+	img := componentImage(t)
+	_, tag, _ := strings.Cut(img, ":")
+	if j.Name != "edgesync-migrate-"+tag || j.GenerateName != "" {
+		t.Errorf("Job name %q, want edgesync-migrate-%s (kubectl apply refuses generateName)", j.Name, tag)
+	}
+	if j.Spec.TTLSecondsAfterFinished == nil || *j.Spec.TTLSecondsAfterFinished < 3600 {
+		t.Errorf("Job ttlSecondsAfterFinished %v: keep it at least an hour for its logs", j.Spec.TTLSecondsAfterFinished)
+	}
+	if got := j.Spec.Template.Spec.Containers[0].Image; got != img {
+		t.Errorf("Job image %q, want the Deployment's %q", got, img)
 	}
 	pod := j.Spec.Template.Spec
 	if len(pod.Containers) != 1 {

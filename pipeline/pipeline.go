@@ -29,10 +29,13 @@ var ErrAbandon = errors.New("leadership lost")
 
 // Config is what one CDC pipeline needs.
 type Config struct {
-	DatabaseURL       string
-	Slot              string
-	Publication       string
-	Stream            string
+	DatabaseURL string
+	Slot        string
+	Publication string
+	Stream      string
+	// StreamReplicas and StreamMaxBytes are used when the stream is created.
+	StreamReplicas    int
+	StreamMaxBytes    int64
 	SubjectPrefix     string
 	Tables            []domain.Table
 	SnapshotEvents    bool
@@ -227,7 +230,8 @@ type session struct {
 func (p *Pipeline) newSession(ctx context.Context) (*session, error) {
 	queue := cdc.NewBudget(p.cfg.MemoryBudget / 4)
 	pub := natssink.NewPublisher(p.js, cdc.NewBudget(p.cfg.MemoryBudget-queue.Total()))
-	if _, err := natssink.EnsureStream(ctx, p.js, natssink.StreamConfig{Name: p.cfg.Stream, SubjectPrefix: p.cfg.SubjectPrefix}); err != nil {
+	if _, err := natssink.EnsureStream(ctx, p.js, natssink.StreamConfig{Name: p.cfg.Stream, SubjectPrefix: p.cfg.SubjectPrefix,
+		Replicas: p.cfg.StreamReplicas, MaxBytes: p.cfg.StreamMaxBytes, Notify: func(msg string) { p.log.Warn(msg) }}); err != nil {
 		return nil, err
 	}
 	s := &session{p: p, pub: pub, queue: queue, errc: make(chan error, 8)}

@@ -33,6 +33,7 @@ import (
 
 	"github.com/edgesync/edgesync/config"
 	"github.com/edgesync/edgesync/daemon"
+	"github.com/edgesync/edgesync/internal/doctor"
 	"github.com/edgesync/edgesync/internal/icpreplica"
 	"github.com/edgesync/edgesync/internal/pgtest"
 	"github.com/edgesync/edgesync/migrations"
@@ -178,6 +179,10 @@ func run(ctx context.Context, out io.Writer, addr string, exitAfter bool) error 
 	if err := d.scenario(ctx, blobs.Addr); err != nil {
 		return err
 	}
+	d.say("edgesync doctor against this setup (a deployment's checklist; see docs/deploy.md)")
+	dc := cfg
+	dc.NATSURL = dm.NATSURL()
+	doctor.Print(out, doctor.Run(ctx, dc))
 	if !exitAfter {
 		d.say("the daemon keeps running: try the curl commands of docs/api.md against %s (EDGESYNC_ADMIN_TOKEN=%s); Ctrl-C stops everything", d.base, token)
 		<-ctx.Done()

@@ -24,6 +24,9 @@ type app struct {
 	stdout     io.Writer
 	stderr     io.Writer
 	configFile string
+	// cfg is the configuration once loaded: its secrets are scrubbed from
+	// every error line.
+	cfg *config.Config
 }
 
 // userError is an error already phrased for a person.
@@ -43,16 +46,23 @@ func run(ctx context.Context, args []string, lookup env, stdout, stderr io.Write
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetArgs(args)
-	root.PersistentFlags().StringVar(&a.configFile, "config", "", "YAML file with settings (keys as in CONTRACT section 2, lower snake case, no prefix); the environment wins")
+	root.PersistentFlags().StringVar(&a.configFile, "config", "", "YAML file with settings (the keys of docs/configuration.md: lower snake case, no prefix); the environment wins")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return userError{fmt.Sprintf("%v (see `%s --help`)", err, c.CommandPath())}
 	})
-	root.AddCommand(a.versionCmd(), a.migrateCmd(), a.runCmd(), a.statusCmd(), a.reconcileCmd())
+	root.AddCommand(a.versionCmd(), a.migrateCmd(), a.runCmd(), a.statusCmd(), a.reconcileCmd(), a.doctorCmd())
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(stderr, "edgesync: "+explain(err))
+	if errors.As(err, new(errChecksFailed)) {
+		return 1 // doctor printed why
+	}
+	line := explain(err)
+	if a.cfg != nil {
+		line = a.cfg.Scrub(line)
+	}
+	fmt.Fprintln(stderr, "edgesync: "+line)
 	return 1
 }
 
@@ -71,6 +81,7 @@ func explain(err error) string {
 // loadConfig reads and validates the configuration.
 func (a *app) loadConfig() (config.Config, error) {
 	c, err := config.Load(a.configFile, a.env)
+	a.cfg = &c
 	if err != nil {
 		return c, userError{err.Error()}
 	}

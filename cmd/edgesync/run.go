@@ -1,8 +1,6 @@
 package main
 
 import (
-	"os"
-
 	"github.com/spf13/cobra"
 	"go.uber.org/zap/zapcore"
 
@@ -19,10 +17,8 @@ func (a *app) runCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			w := zapcore.AddSync(a.stderr)
-			if f, ok := a.stderr.(*os.File); ok {
-				w = zapcore.Lock(f)
-			}
+			// Secrets never reach the log, whatever a library puts in an error.
+			w := zapcore.Lock(zapcore.AddSync(cfg.ScrubWriter(a.stderr)))
 			log, err := daemon.NewLogger(cfg, w)
 			if err != nil {
 				return err

@@ -10,16 +10,20 @@ import (
 )
 
 // TestRoutes_MatchOpenAPI keeps docs/openapi.yaml and the route table in step:
-// every route is documented, every documented operation exists, and the
-// write routes are exactly the ones that declare the bearer token.
+// every route is documented, every documented operation exists, each has the
+// route table's operationId and a security statement ([] for public ones),
+// and the write routes are exactly the ones that declare the bearer token.
 func TestRoutes_MatchOpenAPI(t *testing.T) {
 	raw, err := os.ReadFile("../../docs/openapi.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var doc struct {
-		OpenAPI string                                         `yaml:"openapi"`
-		Paths   map[string]map[string]struct{ Security []any } `yaml:"paths"`
+		OpenAPI string `yaml:"openapi"`
+		Paths   map[string]map[string]struct {
+			OperationID string `yaml:"operationId"`
+			Security    *[]any `yaml:"security"`
+		} `yaml:"paths"`
 	}
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
 		t.Fatalf("docs/openapi.yaml: %v", err)
@@ -28,14 +32,30 @@ func TestRoutes_MatchOpenAPI(t *testing.T) {
 		t.Fatalf("openapi version %q", doc.OpenAPI)
 	}
 	documented := map[string]bool{}
+	opIDs := map[string]string{}
+	seen := map[string]bool{}
 	for path, ops := range doc.Paths {
 		for method, op := range ops {
-			documented[strings.ToUpper(method)+" "+path] = len(op.Security) > 0
+			k := strings.ToUpper(method) + " " + path
+			if op.Security == nil {
+				t.Errorf("%s has no security statement (security: [] for a public operation)", k)
+				continue
+			}
+			if op.OperationID == "" || seen[op.OperationID] {
+				t.Errorf("%s: operationId %q is missing or not unique", k, op.OperationID)
+			}
+			seen[op.OperationID] = true
+			documented[k] = len(*op.Security) > 0
+			opIDs[k] = op.OperationID
 		}
 	}
 	served := map[string]bool{}
 	for _, r := range routeTable() {
-		served[r.method+" "+r.path] = r.token
+		k := r.method + " " + r.path
+		served[k] = r.token
+		if id, ok := opIDs[k]; ok && id != r.op {
+			t.Errorf("%s: operationId %q in docs/openapi.yaml, %q in the route table", k, id, r.op)
+		}
 	}
 	var missing, extra, auth []string
 	for k, write := range served {

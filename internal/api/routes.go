@@ -10,6 +10,7 @@ import (
 type route struct {
 	method  string
 	path    string // net/http pattern path; {name} segments as in OpenAPI
+	op      string // OpenAPI operationId: the name generated clients give the call
 	token   bool   // needs the admin token: every write and every admin route
 	stream  bool   // long-lived: no handler deadline, no body
 	handler func(s *Server, w http.ResponseWriter, r *http.Request)
@@ -17,19 +18,19 @@ type route struct {
 
 func routeTable() []route {
 	return []route{
-		{method: http.MethodPut, path: "/api/storage/edges", token: true, handler: (*Server).putEdge},
-		{method: http.MethodGet, path: "/api/galleries/{id}/presence", handler: (*Server).galleryPresence},
-		{method: http.MethodGet, path: "/api/memories/{type}/{id}/presence", handler: (*Server).memoryPresence},
-		{method: http.MethodGet, path: "/api/storage/sync-status", handler: (*Server).syncStatus},
-		{method: http.MethodGet, path: "/api/storage/sync-status/stream", stream: true, handler: (*Server).syncStream},
-		{method: http.MethodPost, path: "/api/galleries/{id}/store-forever", token: true, handler: (*Server).storeForeverGallery},
-		{method: http.MethodPost, path: "/api/memories/{type}/{id}/store-forever", token: true, handler: (*Server).storeForeverMemory},
-		{method: http.MethodPost, path: "/admin/reconcile", token: true, handler: (*Server).startReconcile},
-		{method: http.MethodGet, path: "/admin/reconcile/{run_id}", token: true, handler: (*Server).getReconcile},
-		{method: http.MethodGet, path: "/api/health/backends", handler: (*Server).backends},
-		{method: http.MethodGet, path: "/healthz", handler: (*Server).healthz},
-		{method: http.MethodGet, path: "/readyz", handler: (*Server).readyz},
-		{method: http.MethodGet, path: "/metrics", handler: (*Server).serveMetrics},
+		{method: http.MethodPut, op: "putStorageEdge", path: "/api/storage/edges", token: true, handler: (*Server).putEdge},
+		{method: http.MethodGet, op: "getGalleryPresence", path: "/api/galleries/{id}/presence", handler: (*Server).galleryPresence},
+		{method: http.MethodGet, op: "getMemoryPresence", path: "/api/memories/{type}/{id}/presence", handler: (*Server).memoryPresence},
+		{method: http.MethodGet, op: "listSyncStatus", path: "/api/storage/sync-status", handler: (*Server).syncStatus},
+		{method: http.MethodGet, op: "streamSyncStatus", path: "/api/storage/sync-status/stream", stream: true, handler: (*Server).syncStream},
+		{method: http.MethodPost, op: "storeGalleryForever", path: "/api/galleries/{id}/store-forever", token: true, handler: (*Server).storeForeverGallery},
+		{method: http.MethodPost, op: "storeMemoryForever", path: "/api/memories/{type}/{id}/store-forever", token: true, handler: (*Server).storeForeverMemory},
+		{method: http.MethodPost, op: "startReconcile", path: "/admin/reconcile", token: true, handler: (*Server).startReconcile},
+		{method: http.MethodGet, op: "getReconcileRun", path: "/admin/reconcile/{run_id}", token: true, handler: (*Server).getReconcile},
+		{method: http.MethodGet, op: "getBackendHealth", path: "/api/health/backends", handler: (*Server).backends},
+		{method: http.MethodGet, op: "getLiveness", path: "/healthz", handler: (*Server).healthz},
+		{method: http.MethodGet, op: "getReadiness", path: "/readyz", handler: (*Server).readyz},
+		{method: http.MethodGet, op: "getMetrics", path: "/metrics", handler: (*Server).serveMetrics},
 	}
 }
 

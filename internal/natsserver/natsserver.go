@@ -19,6 +19,9 @@ type Options struct {
 	Host     string // default 127.0.0.1
 	Port     int    // -1 picks a free port
 	StoreDir string // JetStream file store
+	// Users, when set, require authentication with per-user permissions
+	// (tests of permission checks).
+	Users []*server.User
 }
 
 // Server is a running embedded NATS server.
@@ -44,6 +47,7 @@ func Start(o Options) (*Server, error) {
 		NoLog:      true,
 		NoSigs:     true,
 		MaxPayload: 1 << 20,
+		Users:      o.Users,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("natsserver: %w", err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/edgesync/edgesync/internal/natsserver"
@@ -18,9 +19,10 @@ import (
 
 // Server is a test NATS server that can be stopped and started again.
 type Server struct {
-	tb   testing.TB
-	dir  string
-	port int
+	tb    testing.TB
+	dir   string
+	port  int
+	users []*server.User
 
 	mu  sync.Mutex
 	srv *natsserver.Server
@@ -30,6 +32,18 @@ type Server struct {
 func Start(tb testing.TB) *Server {
 	tb.Helper()
 	s := &Server{tb: tb, dir: tb.TempDir(), port: -1}
+	if err := s.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Stop)
+	return s
+}
+
+// StartUsers starts a server that admits only users, each with its own
+// permissions (nil permissions: everything allowed).
+func StartUsers(tb testing.TB, users ...*server.User) *Server {
+	tb.Helper()
+	s := &Server{tb: tb, dir: tb.TempDir(), port: -1, users: users}
 	if err := s.Start(); err != nil {
 		tb.Fatal(err)
 	}
@@ -51,7 +65,7 @@ func (s *Server) Start() error {
 	// The port can be briefly unavailable right after a stop.
 	for i := 0; i < 50; i++ {
 		var srv *natsserver.Server
-		srv, err = natsserver.Start(natsserver.Options{Port: s.port, StoreDir: s.dir})
+		srv, err = natsserver.Start(natsserver.Options{Port: s.port, StoreDir: s.dir, Users: s.users})
 		if err == nil {
 			s.srv, s.port = srv, srv.Port()
 			return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +23,11 @@ type StreamConfig struct {
 	Duplicates time.Duration
 	MaxAge     time.Duration
 	Replicas   int
+	// MaxBytes limits the stream's size; 0 is unlimited.
+	MaxBytes int64
+	// Notify, when set, hears every change EnsureStream makes to an
+	// existing stream (an existing stream is never changed silently).
+	Notify func(msg string)
 }
 
 // Subjects are the captured subjects for a prefix; admin.> is request-reply
@@ -30,8 +36,11 @@ func Subjects(prefix string) []string { return domain.Subjects{Prefix: prefix}.S
 
 // EnsureStream creates the stream when it does not exist. An existing stream
 // is left as its operator configured it (replicas, limits, dedupe window),
-// except that missing subjects are added; a dedupe window under two minutes is
-// an error, because replays after a crash rely on it.
+// except that subjects none of its own cover are added (and reported through
+// Notify). A stream the daemon cannot work with (CheckStream's fatal
+// findings: a short dedupe window, the admin subject captured, memory
+// storage, ...) and subjects another stream holds are ErrStreamUnusable
+// with the fix.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (jetstream.Stream, error) {
 	if c.Duplicates < 2*time.Minute {
 		c.Duplicates = 5 * time.Minute
@@ -42,44 +51,50 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 	if c.Replicas == 0 {
 		c.Replicas = 1
 	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = -1
+	}
 	s, err := js.Stream(ctx, c.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		s, err = js.CreateStream(ctx, jetstream.StreamConfig{
 			Name:        c.Name,
-			Description: "edgesync change events (CONTRACT section 5)",
+			Description: "edgesync change events",
 			Subjects:    Subjects(c.SubjectPrefix),
 			Retention:   jetstream.LimitsPolicy,
 			Storage:     jetstream.FileStorage,
 			Replicas:    c.Replicas,
 			MaxAge:      c.MaxAge,
+			MaxBytes:    c.MaxBytes,
 			Duplicates:  c.Duplicates,
 			Discard:     jetstream.DiscardOld,
 		})
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			s, err = js.Stream(ctx, c.Name) // another instance created it meanwhile
 		}
+		if err != nil {
+			err = explainOverlap(ctx, js, c.Name, Subjects(c.SubjectPrefix), err)
+		}
 	}
 	if err != nil {
+		if errors.Is(err, ErrStreamUnusable) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("stream %s: %w", c.Name, err)
 	}
 	cfg := s.CachedInfo().Config
-	if cfg.Duplicates < 2*time.Minute {
-		return nil, fmt.Errorf("stream %s has a duplicate window of %s: set it to at least 2m (nats stream edit %s --dupe-window 10m), or replays after a crash may duplicate events", c.Name, cfg.Duplicates, c.Name)
+	if err := checkExisting(cfg, c.SubjectPrefix); err != nil {
+		return nil, err
 	}
-	have := map[string]bool{}
-	for _, sub := range cfg.Subjects {
-		have[sub] = true
-	}
-	missing := false
-	for _, sub := range Subjects(c.SubjectPrefix) {
-		if !have[sub] {
-			cfg.Subjects = append(cfg.Subjects, sub)
-			missing = true
-		}
-	}
-	if missing {
+	if missing := MissingSubjects(cfg.Subjects, c.SubjectPrefix); len(missing) > 0 {
+		cfg.Subjects = append(cfg.Subjects, missing...)
 		if s, err = js.UpdateStream(ctx, cfg); err != nil {
-			return nil, fmt.Errorf("add edgesync's subjects to stream %s: %w", c.Name, err)
+			if err = explainOverlap(ctx, js, c.Name, missing, err); errors.Is(err, ErrStreamUnusable) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("add edgesync's subjects %s to stream %s: %w", strings.Join(missing, ", "), c.Name, err)
+		}
+		if c.Notify != nil {
+			c.Notify(fmt.Sprintf("added the subjects %s to stream %s (it lacked them)", strings.Join(missing, ", "), c.Name))
 		}
 	}
 	return s, nil

@@ -35,7 +35,7 @@ func TestEnsureStream_KeepsOperatorSettings(t *testing.T) {
 		t.Fatalf("stream config changed or subjects missing: %+v", cfg)
 	}
 	// A window too short for replays is refused with the fix.
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SHORT", Subjects: []string{"x.>"}, Duplicates: 30 * time.Second}); err != nil {
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SHORT", Subjects: []string{"x.memory.>"}, Duplicates: 30 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := EnsureStream(ctx, js, StreamConfig{Name: "SHORT", SubjectPrefix: "x"}); err == nil || !strings.Contains(err.Error(), "--dupe-window") {
