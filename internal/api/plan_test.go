@@ -43,7 +43,7 @@ func TestGalleryPage_ReadsEachItemsEdges(t *testing.T) {
 		}
 		perItem := 0
 		for i, l := range plan {
-			if strings.Contains(l, "on storage_edges") && i+1 < len(plan) &&
+			if strings.Contains(l, "ix_edges_memory on storage_edges") && i+1 < len(plan) &&
 				strings.Contains(plan[i+1], "Index Cond:") && strings.Contains(plan[i+1], "gi.memory_id") {
 				perItem++
 			}

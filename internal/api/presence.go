@@ -85,6 +85,9 @@ WHERE gp.gallery_id = $1 AND NOT EXISTS (SELECT 1 FROM t) AND NOT EXISTS (SELECT
 // edges. OFFSET 0 keeps the view's subquery from being pulled up into a join,
 // so the item's keys are pushed into the view and it reads only that memory's
 // edges through ix_edges_memory, as gallery_presence does (migration 00007).
+// The sync state reads the item's edges through the same index; a condition
+// on sync_state there would let the planner walk ix_edges_not_idle (every
+// non-idle edge) once per item instead.
 const galleryItemsSQL = `
 SELECT gi.memory_id, gi.memory_type, gi.position,
        coalesce(p.meta_neon, false), coalesce(p.asset_blob, false), coalesce(p.meta_icp, false),
@@ -100,7 +103,7 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (
 	SELECT bool_or(e.sync_state = 'failed') AS failed, bool_or(e.sync_state = 'migrating') AS migrating
 	FROM storage_edges e
-	WHERE e.memory_id = gi.memory_id AND e.memory_type = gi.memory_type AND e.sync_state <> 'idle'
+	WHERE e.memory_id = gi.memory_id AND e.memory_type = gi.memory_type
 ) ss ON true
 WHERE gi.gallery_id = $1
 %s
