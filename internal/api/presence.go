@@ -81,9 +81,13 @@ WHERE gp.gallery_id = $1 AND NOT EXISTS (SELECT 1 FROM t) AND NOT EXISTS (SELECT
 
 // galleryItemsSQL reads one page of items in primary key order (an index
 // range scan), each item's presence from memory_presence (the one place the
-// icp_complete rule is written; the item's keys are pushed into the view, so
-// it reads that memory's edges through ix_edges_memory) and the sum of its
-// sync states from its edges.
+// icp_complete rule is written) and the sum of its sync states from its
+// edges. OFFSET 0 keeps the view's subquery from being pulled up into a join,
+// so the item's keys are pushed into the view and it reads only that memory's
+// edges through ix_edges_memory, as gallery_presence does (migration 00007).
+// The sync state reads the item's edges through the same index; a condition
+// on sync_state there would let the planner walk ix_edges_not_idle (every
+// non-idle edge) once per item instead.
 const galleryItemsSQL = `
 SELECT gi.memory_id, gi.memory_type, gi.position,
        coalesce(p.meta_neon, false), coalesce(p.asset_blob, false), coalesce(p.meta_icp, false),
@@ -94,11 +98,12 @@ LEFT JOIN LATERAL (
 	SELECT mp.meta_neon, mp.asset_blob, mp.meta_icp, mp.asset_icp, mp.icp_complete
 	FROM memory_presence mp
 	WHERE mp.memory_id = gi.memory_id AND mp.memory_type = gi.memory_type
+	OFFSET 0 -- a fence: pulled up, the view would be aggregated whole
 ) p ON true
 LEFT JOIN LATERAL (
 	SELECT bool_or(e.sync_state = 'failed') AS failed, bool_or(e.sync_state = 'migrating') AS migrating
 	FROM storage_edges e
-	WHERE e.memory_id = gi.memory_id AND e.memory_type = gi.memory_type AND e.sync_state <> 'idle'
+	WHERE e.memory_id = gi.memory_id AND e.memory_type = gi.memory_type
 ) ss ON true
 WHERE gi.gallery_id = $1
 %s

@@ -1,9 +1,14 @@
 -- The icp_complete rule is written once, in memory_presence: gallery_presence
 -- (and so gallery_presence_mv, which selects from it) builds on that view
--- instead of repeating the rule over storage_edges. The LATERAL subquery's
--- conditions are on memory_presence's grouping columns, so Postgres pushes
--- them into the view: each item still reads only its own edges through
--- ix_edges_memory. CREATE OR REPLACE keeps the columns and the dependent MV.
+-- instead of repeating the rule over storage_edges. CREATE OR REPLACE keeps
+-- the columns and the dependent MV.
+--
+-- OFFSET 0 keeps the LATERAL subquery a subquery: without it Postgres pulls
+-- it up into a plain join against memory_presence, which it can only answer
+-- by aggregating every memory's edges (a whole-table GroupAggregate per
+-- gallery). As a subquery, its conditions on the view's grouping columns are
+-- pushed into the view, so each item reads only its own edges through
+-- ix_edges_memory (migrations_test checks the plan).
 
 -- +goose Up
 CREATE OR REPLACE VIEW gallery_presence AS
@@ -28,6 +33,7 @@ CROSS JOIN LATERAL (
         SELECT mp.meta_icp, mp.asset_icp, mp.icp_complete
         FROM memory_presence mp
         WHERE mp.memory_id = gi.memory_id AND mp.memory_type = gi.memory_type
+        OFFSET 0
     ) p ON true
     WHERE gi.gallery_id = g.id
 ) s;
