@@ -5,7 +5,7 @@ COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PKGS     := ./...
 
-.PHONY: build test lint bench demo run image postgres clean
+.PHONY: build test lint bench demo run image postgres node-tools canister clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/edgesync ./cmd/edgesync
@@ -14,11 +14,20 @@ build:
 # The test command of the README: installs PostgreSQL if it is missing, then
 # runs every test with the race detector against throwaway Postgres clusters
 # and in-process NATS servers.
-test: postgres
+test: postgres node-tools
 	$(GO) test -race -count=1 -timeout 9m $(PKGS)
 
 postgres:
 	@scripts/ensure-postgres.sh
+
+# The pinned npm tools (tools/node): the Motoko compiler and interpreter, the IC JavaScript agent.
+node-tools:
+	@scripts/ensure-node-tools.sh
+
+# The memory-store canister: canister/build/memory_store.wasm and the Candid interface the
+# compiler derives from the source (a test checks it against sinks/icp/memory_store.did).
+canister: node-tools
+	node tools/node/build-canister.js canister canister/build
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -39,4 +48,4 @@ image:
 	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t edgesync:$(VERSION) .
 
 clean:
-	rm -rf bin data
+	rm -rf bin data canister/build

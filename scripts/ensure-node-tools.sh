@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Makes sure the pinned npm tools in tools/node (the Motoko compiler and interpreter with its
+# core library, and the IC JavaScript agent) are installed, for `make canister` and the tests.
+# Installs them with `npm ci` from tools/node/package-lock.json when they are missing or stale;
+# says in one line what is wrong when it cannot.
+set -euo pipefail
+
+dir="$(cd "$(dirname "$0")/../tools/node" && pwd)"
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || {
+  echo "node and npm are missing: install them (Debian: 'apt-get install -y nodejs npm'; node 18 or newer) and run this again" >&2
+  exit 1
+}
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 18 ]; then
+  echo "node $(node --version) is too old for the tools in tools/node: install node 18 or newer and run this again" >&2
+  exit 1
+fi
+# Test binaries of several packages may get here at once: one installs, the others wait.
+exec 9>"$dir/.install.lock"
+flock 9
+# npm ci writes node_modules/.package-lock.json; when it equals the lock file, nothing changed.
+if [ -f "$dir/node_modules/.package-lock.json" ] && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+  exit 0
+fi
+if ! out=$(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error 2>&1); then
+  echo "npm ci in tools/node failed (is the npm registry reachable?): $(printf '%s' "$out" | grep -m1 -i 'err' || printf '%s' "$out" | tail -n1)" >&2
+  exit 1
+fi

@@ -1,0 +1,31 @@
+// Loads the pinned Motoko compiler with its bundled core library and the canister's sources into
+// its virtual file system. Used by build-canister.js and test-canister.js.
+'use strict';
+const fs = require('fs');
+const path = require('path');
+
+const mo = require('motoko');
+mo.loadPackage(require('motoko/packages/latest/core.json'));
+
+// writeDir copies every .mo file under dir into the virtual file system under prefix.
+function writeDir(dir, prefix) {
+  for (const name of fs.readdirSync(dir)) {
+    const full = path.join(dir, name);
+    if (fs.statSync(full).isDirectory()) {
+      writeDir(full, `${prefix}/${name}`);
+    } else if (name.endsWith('.mo')) {
+      mo.write(`${prefix}/${name}`, fs.readFileSync(full, 'utf8'));
+    }
+  }
+}
+
+// check fails with the compiler's diagnostics if file has errors.
+function check(file) {
+  const diags = mo.check(file).filter((d) => d.severity === 1);
+  if (diags.length > 0) {
+    const lines = diags.map((d) => `${d.source}:${d.range.start.line + 1}:${d.range.start.character + 1}: ${d.message}`);
+    throw new Error(lines.join('\n'));
+  }
+}
+
+module.exports = { mo, writeDir, check };
