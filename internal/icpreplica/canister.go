@@ -18,8 +18,9 @@ const (
 	// MaxChunkSize is the largest chunk_size begin_asset accepts; the ingress limit bounds
 	// put_chunk messages anyway, this only catches nonsense early.
 	MaxChunkSize = 2 << 20
-	// DefaultMaxAssetSize bounds one asset: the double keeps everything in memory.
-	DefaultMaxAssetSize = 1 << 30
+	// DefaultMaxAssetSize bounds one asset, as the Motoko canister does (canister/src/Store.mo);
+	// the shared scenarios check the two agree.
+	DefaultMaxAssetSize = 64 << 20
 )
 
 // Reject codes and error codes a replica uses for what the double can get wrong.
