@@ -403,7 +403,12 @@ func (r *Replica) handleReadState(w http.ResponseWriter, req *http.Request) {
 		switch string(path[0]) {
 		case "time": // every certificate has it
 		case "subnet":
-			t["subnet"] = k.subnetTree()
+			st, err := k.subnetTree(r.canister)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			t["subnet"] = st
 		case "request_status":
 			if len(path) < 2 || len(path[1]) != 32 {
 				http.Error(w, "Invalid request_status path", http.StatusBadRequest)
