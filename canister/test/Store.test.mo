@@ -42,16 +42,16 @@ expect("sha256 two blocks", Sha256.hex(Text.encodeUtf8("abcdefghbcdefghicdefghij
 expect("sha256 55 bytes", Sha256.hex(bytes(55)), "463eb28e72f82e0a96c0a4cc53690c571281131f672aa229e0d45ae59b598b59");
 expect("sha256 56 bytes", Sha256.hex(bytes(56)), "da2ae4d6b36748f2a318f23e7ab1dfdf45acdc9d049bd80e59de82a60895f562");
 expect("sha256 64 bytes", Sha256.hex(bytes(64)), "fdeab9acf3710362bd2658cdc9a29e8f9c757fcf9811603a8c447cd1d9151108");
-expect("sha256 1000 bytes", Sha256.hex(bytes(1000)), "a8af099bf2e878609558dbf69d8f88f4a31040a8cf84b549a0cfa912f12ffc3f");
+expect("sha256 300 bytes", Sha256.hex(bytes(300)), "7728ae2f2c36e2aaafbe79ca14c87ae2f89e7c88c4390ecbbf82dce88706958d");
 do {
   // Incremental writes split at odd places give the one-shot digest.
-  let data = bytes(1000);
+  let data = bytes(300);
   let s = Sha256.init();
   Sha256.write(s, slice(data, 0, 1));
   Sha256.write(s, slice(data, 1, 63));
   Sha256.write(s, slice(data, 63, 64));
-  Sha256.write(s, slice(data, 64, 700));
-  Sha256.write(s, slice(data, 700, 1000));
+  Sha256.write(s, slice(data, 64, 200));
+  Sha256.write(s, slice(data, 200, 300));
   expect("sha256 incremental = one shot", Sha256.finishHex(s), Sha256.hex(data));
 };
 
@@ -65,13 +65,13 @@ func fresh(limits : Store.Limits) : (Store.State, Store.Store) {
 // ---- chunks in any order: hashed as the prefix grows, the rest at commit ----
 for (order in [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]].vals()) {
   let (_, s) = fresh(Store.defaultLimits);
-  let data = bytes(1000); // chunk size 300: 300, 300, 300, 100
+  let data = bytes(250); // chunk size 70: 70, 70, 70, 40
   let hash = Sha256.hex(data);
-  ignore s.beginAsset(writer, uuid, 1000, hash, 300, 0);
+  ignore s.beginAsset(writer, uuid, 250, hash, 70, 0);
   for (i in order.vals()) {
-    ignore s.putChunk(writer, uuid, Nat32.fromNat(i), slice(data, 300 * i, if (i == 3) 1000 else 300 * (i + 1)), 0);
+    ignore s.putChunk(writer, uuid, Nat32.fromNat(i), slice(data, 70 * i, if (i == 3) 250 else 70 * (i + 1)), 0);
   };
-  expect("commit after chunks in order " # debug_show order, R.result(s.commitAsset(writer, uuid, 0), R.artifact), "{\"Ok\":{\"content_hash\":\"" # hash # "\",\"size\":1000}}");
+  expect("commit after chunks in order " # debug_show order, R.result(s.commitAsset(writer, uuid, 0), R.artifact), "{\"Ok\":{\"content_hash\":\"" # hash # "\",\"size\":250}}");
 };
 
 // ---- bounds on unfinished uploads ----
@@ -113,18 +113,18 @@ do {
 // ---- an upgrade keeps everything: a new Store over the same state ----
 do {
   let (state, s) = fresh(Store.defaultLimits);
-  let data = bytes(700);
+  let data = bytes(210);
   let hash = Sha256.hex(data);
   ignore s.putMetadata(writer, uuid, "{}");
-  ignore s.beginAsset(writer, uuid, 700, hash, 300, 0);
-  ignore s.putChunk(writer, uuid, 0, slice(data, 0, 300), 0);
+  ignore s.beginAsset(writer, uuid, 210, hash, 90, 0);
+  ignore s.putChunk(writer, uuid, 0, slice(data, 0, 90), 0);
   let after = Store.Store(state, Store.defaultLimits);
   expect("upgrade keeps the writer list", R.principals(after.writers()), "[\"" # Principal.toText(writer) # "\"]");
-  expect("upgrade keeps the upload", R.result(after.beginAsset(writer, uuid, 700, hash, 300, 1), R.upload),
-    "{\"Ok\":{\"total_size\":700,\"content_hash\":\"" # hash # "\",\"chunk_size\":300,\"chunk_count\":3,\"received\":[0]}}");
-  ignore after.putChunk(writer, uuid, 2, slice(data, 600, 700), 1);
-  ignore after.putChunk(writer, uuid, 1, slice(data, 300, 600), 1);
-  expect("upgrade keeps the running hash", R.result(after.commitAsset(writer, uuid, 1), R.artifact), "{\"Ok\":{\"content_hash\":\"" # hash # "\",\"size\":700}}");
+  expect("upgrade keeps the upload", R.result(after.beginAsset(writer, uuid, 210, hash, 90, 1), R.upload),
+    "{\"Ok\":{\"total_size\":210,\"content_hash\":\"" # hash # "\",\"chunk_size\":90,\"chunk_count\":3,\"received\":[0]}}");
+  ignore after.putChunk(writer, uuid, 2, slice(data, 180, 210), 1);
+  ignore after.putChunk(writer, uuid, 1, slice(data, 90, 180), 1);
+  expect("upgrade keeps the running hash", R.result(after.commitAsset(writer, uuid, 1), R.artifact), "{\"Ok\":{\"content_hash\":\"" # hash # "\",\"size\":210}}");
   expect("upgrade keeps the metadata", R.result(after.putMetadata(writer, uuid, "{}"), R.artifact), "{\"Err\":{\"AlreadyExists\":{\"content_hash\":\"" # Sha256.hex("{}") # "\"}}}");
 };
 

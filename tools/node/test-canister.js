@@ -35,13 +35,14 @@ function run(file) {
 }
 
 for (const name of fs.readdirSync(path.join(canisterDir, 'test')).filter((n) => n.endsWith('.test.mo')).sort()) {
+  const t0 = Date.now();
   try {
     const out = run(`test/${name}`);
     const fails = out.split('\n').filter((l) => l.startsWith('FAIL'));
     const oks = out.split('\n').filter((l) => l.startsWith('ok ')).length;
     if (fails.length > 0) throw new Error(fails.join('\n'));
     if (oks === 0) throw new Error('no check ran');
-    console.log(`ok   ${name} (${oks} checks)`);
+    console.log(`ok   ${name} (${oks} checks, ${Date.now() - t0} ms)`);
     passed++;
   } catch (err) {
     console.log(`FAIL ${name}: ${err.message}`);
@@ -124,8 +125,10 @@ suite.scenarios.forEach((sc, i) => {
 mo.write('test/scenarios.gen.mo', program);
 
 let out;
+const t0 = Date.now();
 try {
   out = run('test/scenarios.gen.mo');
+  console.log(`ran the scenarios in ${Date.now() - t0} ms`);
 } catch (err) {
   console.log(`FAIL scenarios: the generated program did not run: ${err.message}`);
   process.exit(1);
