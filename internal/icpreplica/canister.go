@@ -105,6 +105,9 @@ func (s *memoryStore) execute(caller principal.Principal, method string, arg []b
 		reply any
 		err   error
 	)
+	// The writer check comes before anything else, as in the canister. One difference no
+	// well-formed call sees: the canister decodes the arguments first, so a stranger's malformed
+	// call traps there instead of answering Unauthorized.
 	if isWrite(method) {
 		s.mu.Lock()
 		may := s.access.mayWrite(caller)
