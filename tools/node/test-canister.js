@@ -27,7 +27,7 @@ function run(file) {
   if (r.result && r.result.error) {
     const err = r.result.error;
     // The failed checks print their details before the final trap.
-    const details = (r.stdout || '').split('\n').filter((l) => l.startsWith('FAIL') || l.startsWith('   ')).join('\n');
+    const details = (r.stdout || '').split('\n').filter((l) => l.startsWith('FAIL') || l.startsWith('  ')).join('\n');
     throw new Error(`${details ? details + '\n' : ''}${r.stderr || ''}${typeof err === 'string' ? err : JSON.stringify(err)}`);
   }
   if (r.stderr && /trap|error/i.test(r.stderr)) {
