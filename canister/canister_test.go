@@ -20,6 +20,7 @@ import (
 // compiler derives with memory_store.did: the same methods, each with the same argument and
 // result types (named types resolved, so type names may differ) and the same query annotation.
 func TestCanister_interfaceMatchesDID(t *testing.T) {
+	t.Parallel() // each test is one node process, mostly waiting for its CPU share on a busy machine
 	out := t.TempDir()
 	canisterDir, err := filepath.Abs(".")
 	if err != nil {
@@ -70,6 +71,7 @@ func TestCanister_interfaceMatchesDID(t *testing.T) {
 
 // TestCanister_interpreter runs the canister's interpreter tests and the shared scenarios.
 func TestCanister_interpreter(t *testing.T) {
+	t.Parallel()
 	canisterDir, err := filepath.Abs(".")
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,7 @@
 'use strict';
 const fs = require('fs');
 const path = require('path');
-const { mo, writeDir, check } = require('./moc');
+const { mo, writeDir } = require('./moc');
 
 const [canisterDir, outDir] = process.argv.slice(2);
 if (!canisterDir || !outDir) {
@@ -13,7 +13,6 @@ if (!canisterDir || !outDir) {
 }
 try {
   writeDir(path.join(canisterDir, 'src'), 'src');
-  check('src/main.mo');
   const did = mo.candid('src/main.mo');
   const wasm = mo.wasm('src/main.mo', 'ic');
   fs.mkdirSync(outDir, { recursive: true });

@@ -19,13 +19,4 @@ function writeDir(dir, prefix) {
   }
 }
 
-// check fails with the compiler's diagnostics if file has errors.
-function check(file) {
-  const diags = mo.check(file).filter((d) => d.severity === 1);
-  if (diags.length > 0) {
-    const lines = diags.map((d) => `${d.source}:${d.range.start.line + 1}:${d.range.start.character + 1}: ${d.message}`);
-    throw new Error(lines.join('\n'));
-  }
-}
-
-module.exports = { mo, writeDir, check };
+module.exports = { mo, writeDir };
