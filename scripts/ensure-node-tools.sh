@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
 # Makes sure the pinned npm tools in tools/node (the Motoko compiler and interpreter with its
 # core library, and the IC JavaScript agent) are installed, for `make canister` and the tests.
-# Installs them with `npm ci` from tools/node/package-lock.json when they are missing or stale;
-# says in one line what is wrong when it cannot.
+# Installs node and npm from Debian's packages when they are missing and it may (root or
+# password-less sudo), then the tools with `npm ci` from tools/node/package-lock.json when they are
+# missing or stale; says in one line what is wrong when it cannot.
 set -euo pipefail
 
 dir="$(cd "$(dirname "$0")/../tools/node" && pwd)"
-command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || {
-  echo "node and npm are missing: install them (Debian: 'apt-get install -y nodejs npm'; node 18 or newer) and run this again" >&2
+have_node() { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; }
+if ! have_node && command -v apt-get >/dev/null 2>&1; then
+  # As ensure-postgres.sh does: Debian's packages when we may install them.
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; fi
+  if [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; then
+    echo "node and npm not found: installing Debian's nodejs and npm packages (apt-get)..." >&2
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || true
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null || true
+  fi
+fi
+have_node || {
+  echo "node and npm are missing: install them (Debian: 'sudo apt-get install -y nodejs npm'; node 18 or newer) and run this again" >&2
   exit 1
 }
 major=$(node -p 'process.versions.node.split(".")[0]')
