@@ -43,6 +43,19 @@ func unauthorized[T any](caller principal.Principal) icp.Result[T] {
 	return fail[T](icp.ErrorVariant{Unauthorized: &text})
 }
 
+// unauthorizedReply is Err(Unauthorized) typed as method's result, so that a strict Candid
+// decoder finds the Ok type it expects in the type table.
+func unauthorizedReply(method string, caller principal.Principal) any {
+	switch method {
+	case icp.MethodBeginAsset:
+		return unauthorized[icp.Upload](caller)
+	case icp.MethodPutChunk:
+		return unauthorized[uint32](caller)
+	default: // put_metadata, commit_asset
+		return unauthorized[icp.Artifact](caller)
+	}
+}
+
 // isWrite reports whether method needs the caller on the writer list.
 func isWrite(method string) bool {
 	switch method {

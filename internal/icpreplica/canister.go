@@ -113,8 +113,7 @@ func (s *memoryStore) execute(caller principal.Principal, method string, arg []b
 		may := s.access.mayWrite(caller)
 		s.mu.Unlock()
 		if !may {
-			// Every write method answers the same Result shape but for its Ok type; Ok is absent.
-			return encodeReply(unauthorized[idl.Null](caller))
+			return encodeReply(unauthorizedReply(method, caller))
 		}
 	}
 	switch method {
