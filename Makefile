@@ -25,7 +25,7 @@ node-tools:
 	@scripts/ensure-node-tools.sh
 
 # The memory-store canister: canister/build/memory_store.wasm and the Candid interface the
-# compiler derives from the source (a test checks it against sinks/icp/memory_store.did).
+# compiler derives from the source (a test checks it against icp/memory_store.did).
 canister: node-tools
 	node tools/node/build-canister.js canister canister/build
 

@@ -40,7 +40,7 @@ func TestCanister_interfaceMatchesDID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	specified, err := os.ReadFile("../sinks/icp/memory_store.did")
+	specified, err := os.ReadFile("../icp/memory_store.did")
 	if err != nil {
 		t.Fatal(err)
 	}

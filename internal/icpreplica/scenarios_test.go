@@ -13,7 +13,7 @@ import (
 	"github.com/aviate-labs/agent-go/candid"
 	"github.com/aviate-labs/agent-go/candid/idl"
 	"github.com/aviate-labs/agent-go/principal"
-	"github.com/edgesync/edgesync/sinks/icp"
+	"github.com/edgesync/edgesync/icp"
 )
 
 // scenarioFile holds the shared scenarios; tools/node/test-canister.js runs the same file
