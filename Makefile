@@ -8,7 +8,7 @@ PKGS     := ./...
 IMAGE_COMPONENT := deploy/k8s/components/image/kustomization.yaml
 IMAGE    ?= $(shell sed -n 's/^ *newName: *//p' $(IMAGE_COMPONENT)):$(shell sed -n 's/^ *newTag: *//p' $(IMAGE_COMPONENT))
 
-.PHONY: build test lint bench demo run image push postgres clean
+.PHONY: build test lint bench demo run image push postgres node-tools canister clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/edgesync ./cmd/edgesync
@@ -17,11 +17,20 @@ build:
 # The test command of the README: installs PostgreSQL if it is missing, then
 # runs every test with the race detector against throwaway Postgres clusters
 # and in-process NATS servers.
-test: postgres
+test: postgres node-tools
 	$(GO) test -race -count=1 -timeout 9m $(PKGS)
 
 postgres:
 	@scripts/ensure-postgres.sh
+
+# The pinned npm tools (tools/node): the Motoko compiler and interpreter, the IC JavaScript agent.
+node-tools:
+	@scripts/ensure-node-tools.sh
+
+# The memory-store canister: canister/build/memory_store.wasm and the Candid interface the
+# compiler derives from the source (a test checks it against icp/memory_store.did).
+canister: node-tools
+	node tools/node/build-canister.js canister canister/build
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -47,4 +56,4 @@ push: image
 	docker push $(IMAGE)
 
 clean:
-	rm -rf bin data
+	rm -rf bin data canister/build

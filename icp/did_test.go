@@ -11,6 +11,7 @@ import (
 	"github.com/aviate-labs/agent-go/candid"
 	"github.com/aviate-labs/agent-go/candid/did"
 	"github.com/aviate-labs/agent-go/candid/idl"
+	"github.com/aviate-labs/agent-go/principal"
 )
 
 // TestDID_matchesGoTypes parses memory_store.did with agent-go's Candid parser and checks that
@@ -38,6 +39,9 @@ func TestDID_matchesGoTypes(t *testing.T) {
 		MethodPutChunk:    {[]any{"", uint32(0), []byte{}}, []any{Result[uint32]{}}, false},
 		MethodCommitAsset: {[]any{""}, []any{Result[Artifact]{}}, false},
 		MethodStatus:      {[]any{""}, []any{Result[Status]{}}, true},
+		"authorize":       {[]any{principal.Principal{}}, []any{Result[idl.Null]{}}, false},
+		"deauthorize":     {[]any{principal.Principal{}}, []any{Result[idl.Null]{}}, false},
+		"writers":         {nil, []any{[]principal.Principal{}}, true},
 	}
 	seen := map[string]bool{}
 	for _, m := range desc.Services[0].Methods {
@@ -106,6 +110,8 @@ func idlType(defs map[string]did.Data, d did.Data) (idl.Type, error) {
 			return new(idl.NullType), nil
 		}
 		return nil, fmt.Errorf("primitive %s not handled by the test", d)
+	case did.Principal:
+		return new(idl.PrincipalType), nil
 	case did.Blob:
 		return idl.NewVectorType(idl.Nat8Type()), nil
 	case did.Vector:
@@ -176,6 +182,8 @@ func TestResult_roundTrip(t *testing.T) {
 	roundTrip(t, fail(ErrorVariant{NoUpload: &idl.Null{}}))
 	roundTrip(t, fail(ErrorVariant{Incomplete: &MissingRecord{Missing: []uint32{1, 2}}}))
 	roundTrip(t, fail(ErrorVariant{InvalidArgument: &msg}))
+	roundTrip(t, fail(ErrorVariant{Unauthorized: &msg}))
+	roundTrip(t, Result[idl.Null]{Ok: &idl.Null{}})
 }
 
 func roundTrip[T any](t *testing.T, v T) {

@@ -14,6 +14,7 @@ var (
 	ErrNoUpload        = errors.New("no unfinished upload: call begin_asset first")
 	ErrIncomplete      = errors.New("upload incomplete")
 	ErrInvalidArgument = errors.New("invalid argument")
+	ErrUnauthorized    = errors.New("not authorized to write: a controller must call authorize with this principal")
 )
 
 // AlreadyExistsError says the artifact is already stored, with the stored hash. When that hash is
@@ -72,6 +73,8 @@ func (v *ErrorVariant) Err() error {
 		return &IncompleteError{Missing: v.Incomplete.Missing}
 	case v.InvalidArgument != nil:
 		return fmt.Errorf("%w: %s", ErrInvalidArgument, *v.InvalidArgument)
+	case v.Unauthorized != nil:
+		return fmt.Errorf("%w (%s)", ErrUnauthorized, *v.Unauthorized)
 	default:
 		return errors.New("canister answered an unknown Err variant")
 	}

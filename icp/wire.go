@@ -73,6 +73,7 @@ type ErrorVariant struct {
 	NoUpload        *idl.Null       `ic:"NoUpload,variant"`
 	Incomplete      *MissingRecord  `ic:"Incomplete,variant"`
 	InvalidArgument *string         `ic:"InvalidArgument,variant"`
+	Unauthorized    *string         `ic:"Unauthorized,variant"`
 }
 
 // Result is the .did's `variant { Ok : T; Err : Error }`; exactly one field is set.

@@ -61,6 +61,8 @@ func explain(err error, cfg Config) problem {
 		return problem{permanent: true, note: "the memory id is not a canonical UUID, which the canister requires; this is a bug in the app's data, report it"}
 	case errors.Is(err, icp.ErrInvalidArgument):
 		return problem{permanent: true, note: fmt.Sprintf("the canister refused %s (%v); it cannot be stored as it is", what, errors.Unwrap(err))}
+	case errors.Is(err, icp.ErrUnauthorized):
+		return problem{note: "the canister refuses writes from this daemon's identity; a controller must authorize its principal (see the daemon log, or dfx identity get-principal) with the canister's authorize method; edgesync retries"}
 	case errors.Is(err, icp.ErrUncertified):
 		return problem{note: "the ICP answer could not be verified (certificate check failed); edgesync retries; check EDGESYNC_ICP_URL points at a genuine replica or boundary node and, for a local replica, EDGESYNC_ICP_FETCH_ROOT_KEY=true"}
 	case errors.Is(err, context.DeadlineExceeded):

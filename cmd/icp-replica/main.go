@@ -8,8 +8,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
+	"github.com/aviate-labs/agent-go/principal"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -38,6 +40,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	async := fs.Bool("async", false, "answer calls 202 so clients poll, instead of a certificate")
 	stateFile := fs.String("state-file", "", "keep keys and canister state in this `file` across restarts")
 	verbose := fs.Bool("v", false, "log every request")
+	var controllers, writers principals
+	fs.Var(&controllers, "controller", "`principal` that may call authorize/deauthorize (repeatable); with any, writes need authorization")
+	fs.Var(&writers, "writer", "`principal` on the writer list from the start (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
@@ -57,7 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	r, err := icpreplica.New(icpreplica.Config{
 		Addr: *addr, CanisterID: *canister, Latency: *latency, FailRate: *failRate, Async: *async,
-		Logger: log,
+		Logger: log, Controllers: controllers, Writers: writers,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "icp-replica: %v\n", err)
@@ -75,7 +80,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "canister_id=%s\nurl=%s\n", r.CanisterID(), r.URL())
 	log.Info("serving", zap.String("url", r.URL()), zap.Stringer("canister_id", r.CanisterID()),
-		zap.Duration("latency", *latency), zap.Float64("fail_rate", *failRate), zap.Bool("async", *async))
+		zap.Duration("latency", *latency), zap.Float64("fail_rate", *failRate), zap.Bool("async", *async),
+		zap.Bool("writes_open", len(controllers) == 0 && len(writers) == 0))
 
 	<-ctx.Done()
 	code := 0
@@ -91,6 +97,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return code
+}
+
+// principals is a repeatable flag of principal texts.
+type principals []principal.Principal
+
+func (p *principals) String() string {
+	out := make([]string, len(*p))
+	for i, x := range *p {
+		out[i] = x.String()
+	}
+	return strings.Join(out, ",")
+}
+
+func (p *principals) Set(s string) error {
+	x, err := principal.Decode(s)
+	if err != nil {
+		return fmt.Errorf("principal %q: %w", s, err)
+	}
+	*p = append(*p, x)
+	return nil
 }
 
 func newLogger(w io.Writer, verbose bool) *zap.Logger {

@@ -83,6 +83,7 @@ func TestRun_badFlags(t *testing.T) {
 		{"--latency", "soon"},
 		{"--nope"},
 		{"--canister-id", "not-a-principal"},
+		{"--controller", "not-a-principal"},
 		{"extra"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {

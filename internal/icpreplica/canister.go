@@ -9,6 +9,7 @@ import (
 
 	"github.com/aviate-labs/agent-go/candid"
 	"github.com/aviate-labs/agent-go/candid/idl"
+	"github.com/aviate-labs/agent-go/principal"
 	"github.com/edgesync/edgesync/icp"
 )
 
@@ -17,8 +18,9 @@ const (
 	// MaxChunkSize is the largest chunk_size begin_asset accepts; the ingress limit bounds
 	// put_chunk messages anyway, this only catches nonsense early.
 	MaxChunkSize = 2 << 20
-	// DefaultMaxAssetSize bounds one asset: the double keeps everything in memory.
-	DefaultMaxAssetSize = 1 << 30
+	// DefaultMaxAssetSize bounds one asset, as the Motoko canister does (canister/src/Store.mo);
+	// the shared scenarios check the two agree.
+	DefaultMaxAssetSize = 64 << 20
 )
 
 // Reject codes and error codes a replica uses for what the double can get wrong.
@@ -40,6 +42,7 @@ type memoryStore struct {
 
 	mu       sync.Mutex
 	memories map[string]*memory
+	access   *access
 }
 
 type memory struct {
@@ -78,20 +81,51 @@ func (u *upload) wire() icp.Upload {
 		ChunkCount: u.chunkCount(), Received: received}
 }
 
-func newMemoryStore(maxAssetSize uint64) *memoryStore {
-	return &memoryStore{maxAssetSize: maxAssetSize, memories: map[string]*memory{}}
+func newMemoryStore(maxAssetSize uint64, acc *access) *memoryStore {
+	if acc == nil {
+		acc = newAccess(nil, nil)
+	}
+	return &memoryStore{maxAssetSize: maxAssetSize, memories: map[string]*memory{}, access: acc}
 }
 
 // isQuery reports whether method is a query method of the canister.
-func isQuery(method string) bool { return method == icp.MethodStatus }
+func isQuery(method string) bool { return method == icp.MethodStatus || method == methodWriters }
 
-// execute runs a method (an update, or a query called either way) and returns its Candid reply.
-func (s *memoryStore) execute(method string, arg []byte) ([]byte, *reject) {
+// Methods of the writer list; only the double and the canister use them.
+const (
+	methodAuthorize   = "authorize"
+	methodDeauthorize = "deauthorize"
+	methodWriters     = "writers"
+)
+
+// execute runs a method (an update, or a query called either way) for caller and returns its
+// Candid reply.
+func (s *memoryStore) execute(caller principal.Principal, method string, arg []byte) ([]byte, *reject) {
 	var (
 		reply any
 		err   error
 	)
+	// The writer check comes before anything else, as in the canister. One difference no
+	// well-formed call sees: the canister decodes the arguments first, so a stranger's malformed
+	// call traps there instead of answering Unauthorized.
+	if isWrite(method) {
+		s.mu.Lock()
+		may := s.access.mayWrite(caller)
+		s.mu.Unlock()
+		if !may {
+			return encodeReply(unauthorizedReply(method, caller))
+		}
+	}
 	switch method {
+	case methodAuthorize, methodDeauthorize:
+		var writer principal.Principal
+		if err = candid.Unmarshal(arg, []any{&writer}); err == nil {
+			reply = s.authorize(caller, writer, method == methodAuthorize)
+		}
+	case methodWriters:
+		if err = candid.Unmarshal(arg, []any{}); err == nil {
+			reply = s.writerList()
+		}
 	case icp.MethodPutMetadata:
 		var uuid string
 		var json []byte
@@ -129,6 +163,10 @@ func (s *memoryStore) execute(method string, arg []byte) ([]byte, *reject) {
 	if err != nil {
 		return nil, trap(fmt.Sprintf("failed to decode call arguments: %v", err))
 	}
+	return encodeReply(reply)
+}
+
+func encodeReply(reply any) ([]byte, *reject) {
 	out, err := candid.Marshal([]any{reply})
 	if err != nil {
 		return nil, trap(fmt.Sprintf("failed to encode reply: %v", err))
@@ -233,7 +271,10 @@ func (s *memoryStore) putChunk(uuid string, index uint32, data []byte) icp.Resul
 	case len(data) != u.chunkLen(index):
 		return invalidArgument[uint32]("chunk %d has %d bytes, want %d", index, len(data), u.chunkLen(index))
 	default:
-		u.Chunks[index] = data
+		// The first copy of a chunk wins, as in the canister, which may have hashed it already.
+		if _, held := u.Chunks[index]; !held {
+			u.Chunks[index] = data
+		}
 		return ok(uint32(len(u.Chunks)))
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/aviate-labs/agent-go/principal"
 	"github.com/edgesync/edgesync/icp"
 )
 
@@ -18,7 +19,7 @@ func errOf[T any](r icp.Result[T]) error {
 }
 
 func TestMemoryStore_assetLifecycle(t *testing.T) {
-	s := newMemoryStore(1 << 20)
+	s := newMemoryStore(1<<20, nil)
 	data := []byte("0123456789") // chunk size 4: chunks "0123", "4567", "89"
 	hash := sha256Hex(data)
 
@@ -101,7 +102,7 @@ func TestMemoryStore_assetLifecycle(t *testing.T) {
 }
 
 func TestMemoryStore_hashMismatchDiscardsUpload(t *testing.T) {
-	s := newMemoryStore(1 << 20)
+	s := newMemoryStore(1<<20, nil)
 	wrong := sha256Hex([]byte("something else"))
 	s.beginAsset(testUUID, 3, wrong, 4)
 	s.putChunk(testUUID, 0, []byte("abc"))
@@ -115,11 +116,11 @@ func TestMemoryStore_hashMismatchDiscardsUpload(t *testing.T) {
 }
 
 func TestMemoryStore_execute(t *testing.T) {
-	s := newMemoryStore(1 << 20)
-	if _, rej := s.execute("nope", nil); rej == nil || rej.errorCode != "IC0536" {
+	s := newMemoryStore(1<<20, nil)
+	if _, rej := s.execute(principal.AnonymousID, "nope", nil); rej == nil || rej.errorCode != "IC0536" {
 		t.Fatalf("unknown method = %+v; want IC0536", rej)
 	}
-	if _, rej := s.execute(icp.MethodStatus, []byte("DIDL garbage")); rej == nil || rej.errorCode != "IC0503" {
+	if _, rej := s.execute(principal.AnonymousID, icp.MethodStatus, []byte("DIDL garbage")); rej == nil || rej.errorCode != "IC0503" {
 		t.Fatalf("garbage argument = %+v; want a trap", rej)
 	}
 }

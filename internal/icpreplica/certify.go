@@ -34,6 +34,10 @@ type keys struct {
 	rootDER []byte
 	nodeDER []byte
 	nodeID  principal.Principal
+	// subnetID is the double's own subnet: a subnet without a delegation (the NNS, a local
+	// replica's system subnet) has the self-authenticating id of its root key, which is where
+	// the JavaScript agent looks for node keys and canister ranges.
+	subnetID principal.Principal
 }
 
 func newKeys() (*keys, error) {
@@ -70,6 +74,7 @@ func keysFrom(rootSecret, foreignSecret, nodeSeed []byte) (*keys, error) {
 	k.rootDER = der
 	k.nodeDER = ed25519DER(k.node.Public().(ed25519.PublicKey))
 	k.nodeID = principal.NewSelfAuthenticating(k.nodeDER)
+	k.subnetID = principal.NewSelfAuthenticating(k.rootDER)
 	return k, nil
 }
 
@@ -150,12 +155,22 @@ func (k *keys) certify(t tree, foreign bool) ([]byte, error) {
 	})
 }
 
-// subnetTree is the subnet part of the state tree: the root key and the node's key.
-func (k *keys) subnetTree() tree {
-	return tree{string(nnsSubnet.Raw): tree{
-		"public_key": k.rootDER,
-		"node":       tree{string(k.nodeID.Raw): tree{"public_key": k.nodeDER}},
-	}}
+// subnetTree is the subnet part of the state tree: the subnet's key, the canister ranges it
+// hosts and its node's key. It is filed under two ids: the subnet's own (subnetID), where the
+// JavaScript agent looks and checks that the canister is in canister_ranges before it trusts a
+// node key, and the NNS subnet id that agent-go v0.9.2 hard-codes (ICP-NOTES pitfall 2).
+func (k *keys) subnetTree(canister principal.Principal) (tree, error) {
+	// canister_ranges is CBOR: an array of [first, last] canister id pairs, inclusive.
+	ranges, err := cbor.Marshal([][][]byte{{canister.Raw, canister.Raw}})
+	if err != nil {
+		return nil, fmt.Errorf("encode canister ranges: %w", err)
+	}
+	subnet := tree{
+		"public_key":      k.rootDER,
+		"canister_ranges": ranges,
+		"node":            tree{string(k.nodeID.Raw): tree{"public_key": k.nodeDER}},
+	}
+	return tree{string(k.subnetID.Raw): subnet, string(nnsSubnet.Raw): subnet}, nil
 }
 
 // encode writes v as CBOR with the self-describe tag.

@@ -49,6 +49,9 @@ type Config struct {
 	MaxIngressBytes int
 	// MaxAssetSize bounds one asset; DefaultMaxAssetSize when 0.
 	MaxAssetSize uint64
+	// Controllers may call authorize and deauthorize; Writers start on the writer list. With
+	// neither, the double keeps its open default: anyone may write (see access).
+	Controllers, Writers []principal.Principal
 	// Logger receives one debug line per request; none when nil.
 	Logger *zap.Logger
 }
@@ -57,7 +60,9 @@ type Config struct {
 type Replica struct {
 	canister   principal.Principal
 	maxIngress int
-	log        *zap.Logger
+	// controllers and writers rebuild the writer list when Restart wipes the state.
+	controllers, writers []principal.Principal
+	log                  *zap.Logger
 
 	latency  atomic.Int64  // time.Duration
 	failRate atomic.Uint64 // math.Float64bits
@@ -94,13 +99,15 @@ func New(cfg Config) (*Replica, error) {
 		return nil, fmt.Errorf("generate keys: %w", err)
 	}
 	r := &Replica{
-		canister:   canister,
-		maxIngress: cfg.MaxIngressBytes,
-		log:        cfg.Logger,
-		keys:       k,
-		store:      newMemoryStore(cfg.MaxAssetSize),
-		requests:   newRequestLog(),
-		addr:       cfg.Addr,
+		canister:    canister,
+		maxIngress:  cfg.MaxIngressBytes,
+		controllers: cfg.Controllers,
+		writers:     cfg.Writers,
+		log:         cfg.Logger,
+		keys:        k,
+		store:       newMemoryStore(cfg.MaxAssetSize, newAccess(cfg.Controllers, cfg.Writers)),
+		requests:    newRequestLog(),
+		addr:        cfg.Addr,
 	}
 	if r.maxIngress == 0 {
 		r.maxIngress = MaxIngressBytes
@@ -215,7 +222,7 @@ func (r *Replica) Restart(keepState bool) error {
 	}
 	if !keepState {
 		r.mu.Lock()
-		r.store = newMemoryStore(r.store.maxAssetSize)
+		r.store = newMemoryStore(r.store.maxAssetSize, newAccess(r.controllers, r.writers))
 		r.requests = newRequestLog()
 		r.mu.Unlock()
 	}
@@ -366,7 +373,7 @@ func (r *Replica) handleCall(w http.ResponseWriter, req *http.Request) {
 	out := requests.get(rq.id)
 	if out == nil {
 		// A replay of the same request id is answered from the record, never executed twice.
-		reply, rej := store.execute(rq.content.MethodName, rq.content.Arg)
+		reply, rej := store.execute(principal.Principal{Raw: rq.content.Sender}, rq.content.MethodName, rq.content.Arg)
 		out = requests.put(rq.id, reply, rej)
 		r.count(rq)
 	}
@@ -396,7 +403,12 @@ func (r *Replica) handleReadState(w http.ResponseWriter, req *http.Request) {
 		switch string(path[0]) {
 		case "time": // every certificate has it
 		case "subnet":
-			t["subnet"] = k.subnetTree()
+			st, err := k.subnetTree(r.canister)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			t["subnet"] = st
 		case "request_status":
 			if len(path) < 2 || len(path[1]) != 32 {
 				http.Error(w, "Invalid request_status path", http.StatusBadRequest)
@@ -435,7 +447,7 @@ func (r *Replica) handleQuery(w http.ResponseWriter, req *http.Request) {
 		rej   *reject
 	)
 	if isQuery(rq.content.MethodName) {
-		reply, rej = store.execute(rq.content.MethodName, rq.content.Arg)
+		reply, rej = store.execute(principal.Principal{Raw: rq.content.Sender}, rq.content.MethodName, rq.content.Arg)
 	} else {
 		rej = &reject{rejectDestinationInvalid,
 			fmt.Sprintf("Canister has no query method '%s'", rq.content.MethodName), "IC0536"}

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // snapshot is what a state file holds: the keys, because clients fetched the root key once and
@@ -16,6 +18,7 @@ import (
 type snapshot struct {
 	RootSecret, ForeignSecret, NodeSeed []byte
 	Memories                            map[string]*memory
+	Writers                             []string // raw principals of the writer list
 }
 
 // SaveFile writes the keys and canister state to path, atomically (temporary file, then rename).
@@ -47,6 +50,7 @@ func (r *Replica) writeSnapshot(w io.Writer) error {
 		ForeignSecret: blsSecretBytes(k.foreign),
 		NodeSeed:      k.node.Seed(),
 		Memories:      store.memories,
+		Writers:       slices.Collect(maps.Keys(store.access.writers)),
 	})
 }
 
@@ -75,7 +79,11 @@ func (r *Replica) LoadFile(path string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.keys = k
-	r.store = &memoryStore{maxAssetSize: r.store.maxAssetSize, memories: snap.Memories}
+	acc := newAccess(r.controllers, r.writers)
+	for _, w := range snap.Writers {
+		acc.writers[w] = true
+	}
+	r.store = &memoryStore{maxAssetSize: r.store.maxAssetSize, memories: snap.Memories, access: acc}
 	r.requests = newRequestLog()
 	return nil
 }
