@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // scale is how much a scenario does: small for make test, volume for soak.
@@ -25,13 +27,14 @@ type scale struct {
 	readers     int           // presence-reading goroutines of the flood
 	floodWindow time.Duration // how long lag is sampled under the flood
 	checkWithin time.Duration // how long the pipeline may take to catch up
+	pause       time.Duration // each writer's pause between transactions
 }
 
 func currentScale() scale {
 	if soak {
 		return scale{writers: 3, step: 1500, rounds: 3, sseClients: 2000, readers: 32, floodWindow: 30 * time.Second, checkWithin: 5 * time.Minute}
 	}
-	return scale{writers: 1, step: 60, rounds: 1, sseClients: 2000, readers: 8, floodWindow: 8 * time.Second, checkWithin: 90 * time.Second}
+	return scale{writers: 1, step: 60, rounds: 1, sseClients: 2000, readers: 8, floodWindow: 8 * time.Second, checkWithin: 90 * time.Second, pause: 5 * time.Millisecond}
 }
 
 // outcome is what a scenario adds to the verdict: assertions of its own
@@ -74,10 +77,14 @@ func runScenario(t *testing.T, s scenario) {
 		t.Skipf("expected to fail until fixed (%s): it runs in `make soak`, which reports it as XFAIL; EDGESYNC_PRODTEST_STRICT=1 runs it here", s.knownDefect)
 	}
 	sc := currentScale()
+	began := time.Now()
 	e := newEnv(t, s.opts)
+	ready := time.Now()
 	var o outcome
 	s.run(e, sc, &o)
+	faulted := time.Now()
 	v := e.check(sc.checkWithin)
+	t.Logf("environment %.1fs, scenario %.1fs, check %.1fs", ready.Sub(began).Seconds(), faulted.Sub(ready).Seconds(), time.Since(faulted).Seconds())
 	e.checkRSS()
 	steps, changes := e.leaders.counts()
 	r := row{scenario: s.name, v: v, peakRSS: e.peakRSS(), limit: e.man.memLimit,
@@ -125,7 +132,7 @@ const (
 func TestProd_LeaderKilled(t *testing.T) {
 	runScenario(t, scenario{name: "leader SIGKILL", run: func(e *env, sc scale, o *outcome) {
 		leader, _ := e.startPair()
-		ws := startWrites(e.pool, sc.writers, 0, 1, 0)
+		ws := startWrites(e.pool, sc.writers, sc.pause, 1, 0)
 		defer ws.stop()
 		var worst time.Duration
 		for i := 0; i < sc.rounds; i++ {
@@ -155,7 +162,7 @@ func TestProd_LeaderKilled(t *testing.T) {
 func TestProd_StreamLeaderNodeKilled(t *testing.T) {
 	runScenario(t, scenario{name: "stream leader's node killed", run: func(e *env, sc scale, o *outcome) {
 		e.startPair()
-		ws := startWrites(e.pool, sc.writers, 0, 2, 0)
+		ws := startWrites(e.pool, sc.writers, sc.pause, 2, 0)
 		defer ws.stop()
 		for i := 0; i < sc.rounds; i++ {
 			waitCommits(e.t, ws, ws.commits()+sc.step)
@@ -184,7 +191,7 @@ func TestProd_StreamLeaderNodeKilled(t *testing.T) {
 // workload committed step more transactions), then starts them again.
 func natsOutage(e *env, sc scale, o *outcome, hold time.Duration, seed uint64) {
 	e.startPair()
-	ws := startWrites(e.pool, sc.writers, 0, seed, 0)
+	ws := startWrites(e.pool, sc.writers, sc.pause, seed, 0)
 	defer ws.stop()
 	waitCommits(e.t, ws, ws.commits()+sc.step)
 	e.nats.StopAll()
@@ -224,14 +231,18 @@ func TestProd_NATSOutageLongerThanWindow(t *testing.T) {
 // pods: whatever was stored but not yet confirmed is replayed.
 func daemonRestart(e *env, sc scale, o *outcome, hold time.Duration, seed uint64) {
 	a, b := e.startPair()
-	ws := startWrites(e.pool, sc.writers, 0, seed, 0)
+	ws := startWrites(e.pool, sc.writers, sc.pause, seed, 0)
 	waitCommits(e.t, ws, ws.commits()+int64(sc.rounds)*sc.step)
 	ws.stop()
 	// Kill right after the last event is stored: the backlog the slot has
 	// not confirmed yet is then as large as it gets.
+	var logged int
+	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM change_log`).Scan(&logged); err != nil {
+		e.t.Fatal(err)
+	}
 	eventually(e.t, sc.checkWithin, "every change stored", func() (bool, string) {
-		v := compare(e.t, e.pool, readStream(e.t, e.js))
-		return v.lost == 0, v.String()
+		n := memoryEvents(e)
+		return n >= logged, fmt.Sprintf("%d of %d memory events stored", n, logged)
 	})
 	var confirmed, target *string
 	_ = e.pool.QueryRow(context.Background(), `SELECT confirmed_flush_lsn::text, (SELECT max(lsn) FROM change_log)::text FROM pg_replication_slots WHERE slot_name = $1`, slotName).Scan(&confirmed, &target)
@@ -245,6 +256,26 @@ func daemonRestart(e *env, sc scale, o *outcome, hold time.Duration, seed uint64
 	}
 	e.startPair()
 	o.note("both pods down %.0fs", time.Since(down).Seconds())
+}
+
+// memoryEvents counts the memory messages the stream holds (cheaply, from
+// the stream's per-subject counts).
+func memoryEvents(e *env) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := e.js.Stream(ctx, streamName)
+	if err != nil {
+		return -1
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(prefix+".memory.>"))
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, c := range info.State.Subjects {
+		n += int(c)
+	}
+	return n
 }
 
 // TestProd_DaemonKilledAndRestarted kills both pods and starts new ones at once.
@@ -270,7 +301,7 @@ func TestProd_PostgresPaused(t *testing.T) {
 	runScenario(t, scenario{name: "Postgres paused 1.5s", knownDefect: defectLeaderOnPause, opts: envOptions{ownPostgres: true},
 		run: func(e *env, sc scale, o *outcome) {
 			e.startPair()
-			ws := startWrites(e.pool, sc.writers, 0, 7, 0)
+			ws := startWrites(e.pool, sc.writers, sc.pause, 7, 0)
 			defer ws.stop()
 			for i := 0; i < sc.rounds; i++ {
 				waitCommits(e.t, ws, ws.commits()+sc.step)
