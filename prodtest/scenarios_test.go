@@ -32,7 +32,7 @@ type scale struct {
 
 func currentScale() scale {
 	if soak {
-		return scale{writers: 3, step: 1500, rounds: 3, sseClients: 2000, readers: 32, floodWindow: 30 * time.Second, checkWithin: 5 * time.Minute}
+		return scale{writers: 3, step: 1000, rounds: 3, sseClients: 2000, readers: 32, floodWindow: 30 * time.Second, checkWithin: 5 * time.Minute, pause: 5 * time.Millisecond}
 	}
 	return scale{writers: 1, step: 60, rounds: 1, sseClients: 2000, readers: 8, floodWindow: 8 * time.Second, checkWithin: 90 * time.Second, pause: 5 * time.Millisecond}
 }

@@ -23,6 +23,8 @@ var rules = map[string][]string{
 	"internal":    {"cmd", "daemon"},       // helpers never reach up
 	"bench":       {"cmd"},                 // benchmarks drive packages, not main
 	"deploy":      {"cmd", "daemon"},       // manifests only
+	// The production-shape tests drive the built binary from outside.
+	"prodtest": {"", "!internal/natstest", "!internal/pgtest"},
 }
 
 // forbidden reports whether pkg (module-relative) may not import dep.
@@ -95,6 +97,8 @@ func TestForbidden(t *testing.T) {
 		{"internal/pgtest", "daemon", true},
 		{"cmd/edgesync", "daemon", false},
 		{"sinks/icp", "sinks/icp/sub", false},
+		{"prodtest", "internal/pgtest", false},
+		{"prodtest", "daemon", true},
 	}
 	for _, c := range cases {
 		if got := forbidden(c.pkg, c.dep); got != c.want {
