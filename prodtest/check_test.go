@@ -130,6 +130,12 @@ func compare(t testing.TB, pool *pgxpool.Pool, msgs []stored) verdict {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
+	return compareLog(log, msgs)
+}
+
+// compareLog holds the stream's messages (in stream order) against the
+// logged changes (in seq order).
+func compareLog(log []logged, msgs []stored) verdict {
 	// position of each change within its memory's history
 	pos := map[string]int{}
 	perMemory := map[string]int{}
