@@ -197,30 +197,36 @@ func compareLog(log []logged, msgs []stored) verdict {
 	return v
 }
 
-// readStream reads every message of the stream in stream order.
+// readStream reads every message of the stream in stream order. JetStream
+// API errors are retried until the deadline: a loaded cluster may be between
+// meta leaders for a moment ("no responders").
 func readStream(t testing.TB, js jetstream.JetStream) []stored {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	st, err := js.Stream(ctx, streamName)
+	var info *jetstream.StreamInfo
+	var cons jetstream.Consumer
+	err := retry(ctx, func() error {
+		st, err := js.Stream(ctx, streamName)
+		if err != nil {
+			return err
+		}
+		if info, err = st.Info(ctx); err != nil {
+			return err
+		}
+		cons, err = st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("read stream %s: %v", streamName, err)
 	}
 	if info.State.Msgs == 0 {
 		return nil
 	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []stored
 	for last := uint64(0); last < info.State.LastSeq; {
-		batch, err := cons.FetchNoWait(1000)
-		if err != nil {
+		var batch jetstream.MessageBatch
+		if err := retry(ctx, func() (err error) { batch, err = cons.FetchNoWait(1000); return err }); err != nil {
 			t.Fatal(err)
 		}
 		n := 0
@@ -258,7 +264,7 @@ func readStream(t testing.TB, js jetstream.JetStream) []stored {
 				break
 			}
 		}
-		if err := batch.Error(); err != nil {
+		if err := batch.Error(); err != nil && ctx.Err() != nil {
 			t.Fatal(err)
 		}
 		if n == 0 {
@@ -269,6 +275,17 @@ func readStream(t testing.TB, js jetstream.JetStream) []stored {
 		}
 	}
 	return out
+}
+
+// retry calls f until it succeeds or ctx ends, and returns its last error.
+func retry(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // edgesOf lists the web2 edges as comparable strings.
