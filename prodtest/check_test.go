@@ -81,7 +81,7 @@ func (e *env) check(within time.Duration) verdict {
 	}
 	var v verdict
 	for {
-		v = compare(t, e.pool, readStream(t, e.js))
+		v = compare(t, e.pool, readStream(t, e.js, e.nats.Status))
 		v.edgesDiff = diffEdges(edgesOf(t, e.pool), expectedEdges(t, e.pool))
 		if (v.lost == 0 && v.edgesDiff == "") || time.Now().After(deadline) {
 			break
@@ -200,7 +200,7 @@ func compareLog(log []logged, msgs []stored) verdict {
 // readStream reads every message of the stream in stream order. JetStream
 // API errors are retried until the deadline: a loaded cluster may be between
 // meta leaders for a moment ("no responders").
-func readStream(t testing.TB, js jetstream.JetStream) []stored {
+func readStream(t testing.TB, js jetstream.JetStream, diag func() string) []stored {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -218,7 +218,7 @@ func readStream(t testing.TB, js jetstream.JetStream) []stored {
 		return err
 	})
 	if err != nil {
-		t.Fatalf("read stream %s: %v", streamName, err)
+		t.Fatalf("read stream %s: %v (%s)", streamName, err, diag())
 	}
 	if info.State.Msgs == 0 {
 		return nil

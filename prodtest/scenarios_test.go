@@ -125,6 +125,7 @@ func waitCommits(t testing.TB, ws *writes, n int64) {
 const (
 	defectReplayAfterWindow = "issue 11 item 3: a replay later than the duplicate window stores the unconfirmed backlog again"
 	defectLeaderOnPause     = "issue 11 item 8: one lock ping slower than 1 s steps the leader down"
+	defectOrderAfterFailure = "issue 11 item 4: after a failed publish a memory's later event can be stored before the replayed earlier one"
 )
 
 // TestProd_LeaderKilled kills the leading pod (SIGKILL) under writes; the
@@ -160,7 +161,9 @@ func TestProd_LeaderKilled(t *testing.T) {
 // stream while the daemon publishes; the R3 stream elects another leader and
 // the node rejoins.
 func TestProd_StreamLeaderNodeKilled(t *testing.T) {
-	runScenario(t, scenario{name: "stream leader's node killed", run: func(e *env, sc scale, o *outcome) {
+	// Publishes in flight to the old stream leader fail while later ones
+	// reach the new one: at volume that breaks per-memory order today.
+	runScenario(t, scenario{name: "stream leader's node killed", knownDefect: defectOrderAfterFailure, run: func(e *env, sc scale, o *outcome) {
 		e.startPair()
 		ws := startWrites(e.pool, sc.writers, sc.pause, 2, 0)
 		defer ws.stop()

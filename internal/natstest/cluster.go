@@ -267,3 +267,20 @@ func (c *Cluster) CreateStream(ctx context.Context, js jetstream.JetStream, cfg 
 	}
 	return nil, fmt.Errorf("natstest: create stream %s: %w", cfg.Name, err)
 }
+
+// Status describes each node (running, JetStream on, meta leader, current),
+// for failure messages.
+func (c *Cluster) Status() string {
+	var b strings.Builder
+	for _, n := range c.nodes {
+		n.mu.Lock()
+		if n.srv == nil {
+			fmt.Fprintf(&b, "%s: stopped; ", n.name)
+		} else {
+			fmt.Fprintf(&b, "%s: jetstream=%v meta-leader=%v current=%v clients=%d; ", n.name,
+				n.srv.JetStreamEnabled(), n.srv.JetStreamIsLeader(), n.srv.JetStreamIsCurrent(), n.srv.NumClients())
+		}
+		n.mu.Unlock()
+	}
+	return b.String()
+}
