@@ -49,13 +49,16 @@ func TestLagTrend(t *testing.T) {
 		at := t0.Add(time.Duration(i) * time.Second)
 		wal := float64(i) * 1000
 		flat = append(flat, lagSample{at: at, wal: wal, lag: float64(100 + 50*(i%2))})
-		growing = append(growing, lagSample{at: at, wal: wal, lag: float64(i) * 600})
+		growing = append(growing, lagSample{at: at, wal: wal, lag: float64(i) * 6000})
 	}
-	if slope, rate, _, _ := lagTrend(flat); slope > 0.2*rate {
-		t.Fatalf("a saw-tooth lag reads as growing: slope %.0f, WAL %.0f B/s", slope, rate)
+	if slope, rate, _, _ := lagTrend(growing); slope < 5990 || slope > 6010 || rate != 1000 {
+		t.Fatalf("trend of a lag growing 6000 B/s: slope %.0f, WAL %.0f B/s", slope, rate)
 	}
-	if slope, rate, _, _ := lagTrend(growing); slope <= 0.2*rate {
-		t.Fatalf("a lag growing at 60%% of the WAL rate reads as flat: slope %.0f, WAL %.0f B/s", slope, rate)
+	if first, last := lagThirds(flat); last > first+lagNoise {
+		t.Fatalf("a saw-tooth lag reads as growing: last third low %.0f, first third high %.0f", last, first)
+	}
+	if first, last := lagThirds(growing); last <= first+lagNoise {
+		t.Fatalf("a growing lag reads as flat: last third low %.0f, first third high %.0f", last, first)
 	}
 }
 

@@ -1,10 +1,12 @@
 package prodtest
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"testing"
 
@@ -19,7 +21,18 @@ var soak = os.Getenv("EDGESYNC_SOAK") == "1"
 var strict = os.Getenv("EDGESYNC_PRODTEST_STRICT") == "1"
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if runsScenarios() {
+		// Build the binary and start Postgres side by side, before the
+		// first scenario needs them.
+		go buildOnce.Do(build)
+		go pgOnce.Do(startPostgres)
+	}
 	code := m.Run()
+	// Wait for a start still in flight (Once.Do returns after it), so
+	// nothing is left behind.
+	pgOnce.Do(func() {})
+	buildOnce.Do(func() {})
 	printReport(os.Stdout)
 	if pgCluster != nil {
 		pgCluster.Close()
@@ -40,7 +53,7 @@ var (
 // a scenario that stops Postgres starts its own with pgtest.StartCluster.
 func postgres(t testing.TB) *pgtest.Cluster {
 	t.Helper()
-	pgOnce.Do(func() { pgCluster, pgErr = pgtest.Start() })
+	pgOnce.Do(startPostgres)
 	if pgErr != nil {
 		t.Fatal(pgErr)
 	}
@@ -54,24 +67,38 @@ var (
 	buildErr  error
 )
 
+func startPostgres() { pgCluster, pgErr = pgtest.Start() }
+
+// runsScenarios reports whether -test.run selects a scenario (TestProd_*).
+func runsScenarios() bool {
+	f := flag.Lookup("test.run")
+	if f == nil || f.Value.String() == "" {
+		return true
+	}
+	re, err := regexp.Compile(f.Value.String())
+	return err == nil && re.MatchString("TestProd_")
+}
+
 // binary builds cmd/edgesync once per test binary, as the image does
 // (CGO_ENABLED=0, -trimpath), and returns its path.
 func binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "edgesync-prodtest-")
-		if buildErr != nil {
-			return
-		}
-		binPath = filepath.Join(binDir, "edgesync")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", binPath, "github.com/edgesync/edgesync/cmd/edgesync")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/edgesync: %v: %s", err, out)
-		}
-	})
+	buildOnce.Do(build)
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+func build() {
+	binDir, buildErr = os.MkdirTemp("", "edgesync-prodtest-")
+	if buildErr != nil {
+		return
+	}
+	binPath = filepath.Join(binDir, "edgesync")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", binPath, "github.com/edgesync/edgesync/cmd/edgesync")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		buildErr = fmt.Errorf("go build ./cmd/edgesync: %v: %s", err, out)
+	}
 }
