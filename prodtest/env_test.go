@@ -158,10 +158,12 @@ type env struct {
 	all      []*instance // every instance ever started, for the RSS report
 	leaders  *leaderWatch
 	adminTok string
+	proxies  []*freezeProxy // the pods' way to the NATS nodes, when proxied
 }
 
 type envOptions struct {
 	ownPostgres bool // the scenario stops Postgres: it gets a cluster of its own
+	natsProxied bool // the pods reach NATS through freeze proxies (pauseNATS)
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -199,6 +201,11 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	if o.natsProxied {
+		for i := 0; i < e.nats.Size(); i++ {
+			e.proxies = append(e.proxies, startProxy(t, strings.TrimPrefix(e.nats.NodeURL(i), "nats://")))
+		}
+	}
 	e.svc = &service{}
 	e.leaders = watchLeaders(t, e)
 	t.Cleanup(func() {
@@ -207,6 +214,28 @@ func newEnv(t *testing.T, o envOptions) *env {
 		}
 	})
 	return e
+}
+
+// natsURL is the NATS URL list the pods are given.
+func (e *env) natsURL() string {
+	if len(e.proxies) == 0 {
+		return e.nats.URL()
+	}
+	urls := make([]string, len(e.proxies))
+	for i, p := range e.proxies {
+		urls[i] = "nats://" + p.addr()
+	}
+	return strings.Join(urls, ",")
+}
+
+// pauseNATS freezes (or thaws) every pod's connections to NATS.
+func (e *env) pauseNATS(paused bool) {
+	if len(e.proxies) == 0 {
+		e.t.Fatal("pauseNATS needs envOptions{natsProxied: true}")
+	}
+	for _, p := range e.proxies {
+		p.setFrozen(paused)
+	}
 }
 
 // dupWindow is the stream's duplicate window: the least the daemon accepts.
@@ -251,7 +280,7 @@ func (e *env) start() *instance {
 		case "EDGESYNC_HTTP_ADDR":
 			v = in.addr
 		case "EDGESYNC_NATS_URL":
-			v = e.nats.URL()
+			v = e.natsURL()
 		case "EDGESYNC_NATS_CREDS", "EDGESYNC_ICP_IDENTITY_FILE":
 			v = "" // the test cluster has no accounts; the ICP mirror is off as in the ConfigMap
 		case "EDGESYNC_DATA_DIR":
@@ -421,16 +450,17 @@ func (e *env) peakRSS() int64 {
 	return peak
 }
 
-// checkRSS holds every instance's peak RSS against the manifest's limit.
-func (e *env) checkRSS() {
-	e.t.Helper()
+// rssProblems holds every instance's peak RSS against the manifest's limit.
+func (e *env) rssProblems() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	var out []string
 	for _, in := range e.all {
 		if p := in.peakRSS.Load(); p > e.man.memLimit {
-			e.t.Errorf("%s peaked at %s RSS, above the manifest's memory limit of %s: Kubernetes would OOM-kill it", in.name, mib(p), mib(e.man.memLimit))
+			out = append(out, fmt.Sprintf("%s peaked at %s RSS, above the manifest's memory limit of %s: Kubernetes would OOM-kill it", in.name, mib(p), mib(e.man.memLimit)))
 		}
 	}
+	return out
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

@@ -98,6 +98,19 @@ func (w *workload) step(ctx context.Context, r *rand.Rand) error {
 	})
 }
 
+// insertNote inserts one note with a body of n bytes, logged.
+func (w *workload) insertNote(ctx context.Context, n int) error {
+	return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
+		t := w.token()
+		var id string
+		if err := tx.QueryRow(ctx, `INSERT INTO notes (owner_id, title, body) VALUES (gen_random_uuid(), $1, $2) RETURNING id::text`, t, strings.Repeat("n", n)).Scan(&id); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO change_log (seq, memory_id, op, token, lsn) VALUES ($1, $2, 'created', $3, pg_current_wal_insert_lsn())`, w.seq.Add(1), id, t)
+		return err
+	})
+}
+
 // writes runs writers until stop is called; each waits pause between
 // transactions (0: as fast as it can). Errors (Postgres paused, say) are
 // retried: the log keeps only what committed.

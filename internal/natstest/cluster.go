@@ -125,8 +125,10 @@ func (c *Cluster) Start(i int) error {
 			NoLog:      true,
 			NoSigs:     true,
 			MaxPayload: 1 << 20,
-			Cluster:    server.ClusterOpts{Name: c.name, Host: "127.0.0.1", Port: n.clusterPort},
-			Routes:     server.RoutesFromStr(c.routes()),
+			// Clients know only the URLs they are given (as behind a
+			// Service, or a proxy a test puts in front of a node).
+			Cluster: server.ClusterOpts{Name: c.name, Host: "127.0.0.1", Port: n.clusterPort, NoAdvertise: true},
+			Routes:  server.RoutesFromStr(c.routes()),
 		})
 		if err != nil {
 			return fmt.Errorf("natstest: node %s: %w", n.name, err)
