@@ -18,7 +18,7 @@ test: postgres
 	$(GO) test -race -count=1 -timeout 9m $(PKGS)
 
 # The production-shape scenarios (prodtest/) at volume, including outages longer
-# than the stream's duplicate window (about 15 minutes); prints a table of
+# than the stream's duplicate window (about 20 minutes); prints a table of
 # scenario -> events -> lost / duplicated / out of order -> peak RSS. Known
 # defects show as XFAIL with the issue item that fixes them. See docs/testing.md.
 soak: postgres
