@@ -505,8 +505,10 @@ func TestProd_SSEClientsAndReadFlood(t *testing.T) {
 		// time the daemon confirms), so a pipeline that keeps up gets back
 		// down in the last third of the window to where it was in the
 		// first; one starved by the API never does.
-		if last > first+lagNoise {
-			o.fail("slot lag grew: its low in the last third of the window (%s) is above its high in the first third (%s)", kib(last), kib(first))
+		// The noise allowed is two status intervals' worth of WAL (a
+		// confirm delayed on a loaded machine), at least lagNoise.
+		if noise := max(lagNoise, 4*walRate); last > first+noise {
+			o.fail("slot lag grew: its low in the last third of the window (%s) is above its high in the first third (%s) by more than %s", kib(last), kib(first), kib(noise))
 		}
 		if sseOK.Load() == 0 {
 			o.fail("no SSE client was served")
@@ -514,7 +516,7 @@ func TestProd_SSEClientsAndReadFlood(t *testing.T) {
 	}})
 }
 
-// lagNoise is the lag difference the flatness check ignores.
+// lagNoise is the least lag difference the flatness check ignores.
 const lagNoise = 16 << 10
 
 // lagThirds returns the highest lag of the window's first third and the
