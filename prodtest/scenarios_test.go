@@ -61,6 +61,9 @@ type scenario struct {
 	// today's code. make test does not run it (and says so); make soak runs it
 	// and reports XFAIL instead of failing, or XPASS once it is fixed.
 	knownDefect string
+	// intermittent: the known defect shows only in some runs (a race of
+	// timing), so a pass does not mean it is fixed.
+	intermittent bool
 	// soakOnly: longer than make test may take (outages beyond the two-minute
 	// duplicate window).
 	soakOnly bool
@@ -108,6 +111,10 @@ func runScenario(t *testing.T, s scenario) {
 	case failed:
 		r.result = "FAIL"
 		t.Errorf("%s: %s", s.name, what)
+	case s.knownDefect != "" && s.intermittent:
+		r.result = "PASS*"
+		r.notes = strings.TrimPrefix(r.notes+"; passed this run, but the known defect shows intermittently: "+s.knownDefect, "; ")
+		t.Logf("PASS this run; the known defect (%s) shows in some runs only, so the mark stays", s.knownDefect)
 	case s.knownDefect != "":
 		r.result = "XPASS"
 		t.Logf("XPASS: %s passed although marked with the known defect %q; remove the mark", s.name, s.knownDefect)
@@ -170,7 +177,7 @@ func TestProd_LeaderKilled(t *testing.T) {
 func TestProd_StreamLeaderNodeKilled(t *testing.T) {
 	// Publishes in flight to the old stream leader fail while later ones
 	// reach the new one: at volume that breaks per-memory order today.
-	runScenario(t, scenario{name: "stream leader's node killed", knownDefect: defectOrderAfterFailure, run: func(e *env, sc scale, o *outcome) {
+	runScenario(t, scenario{name: "stream leader's node killed", knownDefect: defectOrderAfterFailure, intermittent: true, run: func(e *env, sc scale, o *outcome) {
 		e.startPair()
 		ws := startWrites(e.pool, sc.writers, sc.pause, 2, 0)
 		defer ws.stop()
