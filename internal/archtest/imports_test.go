@@ -28,6 +28,8 @@ var rules = map[string][]string{
 	"internal/ssefeed":    {"", "!domain"},   // the SSE feed: only the vocabulary (the hub is its own interface)
 	"bench":               {"cmd"},           // benchmarks drive packages, not main
 	"deploy":              {"cmd", "daemon"}, // manifests only
+	// The production-shape tests drive the built binary from outside.
+	"prodtest": {"", "!internal/natstest", "!internal/pgtest"},
 }
 
 // forbidden reports whether pkg (module-relative) may not import dep.
@@ -117,6 +119,8 @@ func TestForbidden(t *testing.T) {
 		{"cmd/icp-replica", "mirror", true},
 		{"internal/ssefeed", "domain", false},
 		{"internal/ssefeed", "internal/api", true},
+		{"prodtest", "internal/pgtest", false},
+		{"prodtest", "daemon", true},
 	}
 	for _, c := range cases {
 		if got := forbidden(c.pkg, c.dep); got != c.want {

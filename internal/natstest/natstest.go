@@ -1,8 +1,11 @@
 // Package natstest runs the real NATS server in-process for tests: JetStream
 // on, a random loopback port, a temp store directory, and Stop/Start/Restart
-// on the same port and store so tests can cut NATS mid-stream.
+// on the same port and store so tests can cut NATS mid-stream. Cluster runs
+// the deployed shape instead: a JetStream cluster of several nodes with routes
+// between them, each node stoppable on its own (the stream leader's, say).
 //
-// It imports internal/natsserver and nats.go; nothing else of the project.
+// It imports internal/natsserver, nats-server and nats.go; nothing else of the
+// project.
 package natstest
 
 import (
