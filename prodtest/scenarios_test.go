@@ -137,9 +137,7 @@ func waitCommits(t testing.TB, ws *writes, n int64) {
 // Known defects of issue 11 that make scenarios fail today.
 const (
 	defectReplayAfterWindow = "issue 11 item 3: a replay later than the duplicate window stores the unconfirmed backlog again"
-	defectLeaderOnPause     = "issue 11 item 8: one lock ping slower than 1 s steps the leader down"
 	defectMemoryByCount     = "issue 11 item 5: queues are bounded by message count, not bytes, so large rows outgrow the memory limit"
-	defectOrderAfterFailure = "issue 11 item 4: after a failed publish a memory's later event can be stored before the replayed earlier one"
 )
 
 // TestProd_LeaderKilled kills the leading pod (SIGKILL) under writes; the
@@ -177,7 +175,7 @@ func TestProd_LeaderKilled(t *testing.T) {
 func TestProd_StreamLeaderNodeKilled(t *testing.T) {
 	// Publishes in flight to the old stream leader fail while later ones
 	// reach the new one: at volume that breaks per-memory order today.
-	runScenario(t, scenario{name: "stream leader's node killed", knownDefect: defectOrderAfterFailure, intermittent: true, run: func(e *env, sc scale, o *outcome) {
+	runScenario(t, scenario{name: "stream leader's node killed", run: func(e *env, sc scale, o *outcome) {
 		e.startPair()
 		ws := startWrites(e.pool, sc.writers, sc.pause, 2, 0)
 		defer ws.stop()
@@ -315,7 +313,7 @@ func TestProd_DaemonRestartedAfterWindow(t *testing.T) {
 // postmaster and its children, which freezes the leader's advisory-lock
 // session too) for 1.5 s; the leader must not change.
 func TestProd_PostgresPaused(t *testing.T) {
-	runScenario(t, scenario{name: "Postgres paused 1.5s", knownDefect: defectLeaderOnPause, opts: envOptions{ownPostgres: true},
+	runScenario(t, scenario{name: "Postgres paused 1.5s", opts: envOptions{ownPostgres: true},
 		run: func(e *env, sc scale, o *outcome) {
 			e.startPair()
 			ws := startWrites(e.pool, sc.writers, sc.pause, 7, 0)
