@@ -77,6 +77,7 @@ type Router struct {
 	slot     string
 	subjects domain.Subjects
 	tables   map[string]domain.Table // by schema-qualified name
+	types    map[string]bool         // the memory types this pipeline owns
 	edges    string                  // schema-qualified storage_edges
 	items    string                  // schema-qualified gallery_items
 	maxBody  int
@@ -110,8 +111,10 @@ func NewRouter(c RouterConfig) *Router {
 	r := &Router{slot: c.Slot, subjects: domain.Subjects{Prefix: c.SubjectPrefix}, tables: map[string]domain.Table{},
 		edges: domain.Qualify(domain.EdgesTable), items: domain.Qualify(domain.GalleryItemsTable),
 		maxBody: c.MaxBody, now: c.Now, counter: c.Counter, rels: map[uint32]*relInfo{}}
+	r.types = map[string]bool{}
 	for _, t := range c.Tables {
 		r.tables[t.Qualified()] = t
+		r.types[t.MemoryType] = true
 	}
 	if c.EdgesTable != "" {
 		r.edges = c.EdgesTable
@@ -248,6 +251,12 @@ func (r *Router) edge(o *Output, txn *cdc.Txn, ch *cdc.Change, ri *relInfo) {
 	artifact, _ := row.Text(ri.artifact)
 	if memID == "" || backend == "" {
 		o.Problem = "storage_edges change without its key columns; check its replica identity"
+		return
+	}
+	if !r.types[memType] {
+		// Another pipeline maps this memory type (several slots split the
+		// tables): it publishes the edge events of its own types, so each
+		// is published once.
 		return
 	}
 	id := r.msgID(txn, ch.Index, "")

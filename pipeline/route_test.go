@@ -204,3 +204,23 @@ func fmtOps(ops []edges.Op) string {
 	}
 	return sb.String()
 }
+
+// With the tables split over two pipelines, each publishes the edge events
+// of the memory types it maps: every edge event once between them.
+func TestRouter_EdgeEventsOfOwnTypesOnly(t *testing.T) {
+	a := NewRouter(RouterConfig{Slot: "a", SubjectPrefix: "p", Tables: []domain.Table{{Name: "images", MemoryType: "image", URLColumn: "url"}}})
+	b := NewRouter(RouterConfig{Slot: "b", SubjectPrefix: "p", Tables: []domain.Table{{Name: "app.notes", MemoryType: "note"}}})
+	published := map[string]int{}
+	for _, typ := range []string{"image", "note"} {
+		for _, r := range []*Router{a, b} {
+			ch := cdc.Change{Op: cdc.OpInsert, Rel: edgeRel, New: cdc.Row{txt(m1), txt(typ), txt("metadata"), txt("neon-db"), txt("idle")}}
+			for _, ev := range r.Route(&cdc.Txn{CommitLSN: 1}, &ch).Events {
+				published[typ+" by "+ev.ID[:1]]++
+			}
+		}
+	}
+	want := map[string]int{"image by a": 1, "note by b": 1}
+	if len(published) != len(want) || published["image by a"] != 1 || published["note by b"] != 1 {
+		t.Errorf("edge events published %v, want %v", published, want)
+	}
+}
