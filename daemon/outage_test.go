@@ -61,16 +61,20 @@ func TestCrash_RestartAfterTheDuplicateWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	probe := func() *jetstream.PubAck {
+	// probe publishes one message with a fixed id: true when the server
+	// stored it (it no longer knows the id), false when it dropped it as a
+	// duplicate or could not answer yet (a restarted server on a loaded
+	// machine).
+	probe := func() (bool, string) {
 		m := &nats.Msg{Subject: "edgesync.sync.probe", Data: []byte(`{}`), Header: nats.Header{}}
 		m.Header.Set(jetstream.MsgIDHeader, "outage-probe")
 		ack, err := js.PublishMsg(ctx, m)
 		if err != nil {
-			t.Fatal(err)
+			return false, err.Error()
 		}
-		return ack
+		return !ack.Duplicate, "probe still a duplicate"
 	}
-	probe()
+	eventually(t, 30*time.Second, "the probe stored", probe)
 	setWindow := func(d time.Duration) {
 		st, err := js.Stream(ctx, "EDGESYNC")
 		if err != nil {
@@ -89,9 +93,7 @@ func TestCrash_RestartAfterTheDuplicateWindow(t *testing.T) {
 	if err := e.ns.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the stream forgetting ids older than its window", func() (bool, string) {
-		return !probe().Duplicate, "probe still a duplicate"
-	})
+	eventually(t, 30*time.Second, "the stream forgetting ids older than its window", probe)
 	setWindow(2 * time.Minute) // what the daemon requires; the old ids are gone
 
 	e.start(t)

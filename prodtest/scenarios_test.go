@@ -134,12 +134,6 @@ func waitCommits(t testing.TB, ws *writes, n int64) {
 	})
 }
 
-// Known defects of issue 11 that make scenarios fail today.
-const (
-	defectReplayAfterWindow = "issue 11 item 3: a replay later than the duplicate window stores the unconfirmed backlog again"
-	defectMemoryByCount     = "issue 11 item 5: queues are bounded by message count, not bytes, so large rows outgrow the memory limit"
-)
-
 // TestProd_LeaderKilled kills the leading pod (SIGKILL) under writes; the
 // standby takes over and a replacement pod becomes the new standby.
 func TestProd_LeaderKilled(t *testing.T) {
@@ -235,7 +229,7 @@ func TestProd_NATSOutage(t *testing.T) {
 // TestProd_NATSOutageLongerThanWindow stops all three NATS nodes for longer
 // than the stream's duplicate window.
 func TestProd_NATSOutageLongerThanWindow(t *testing.T) {
-	runScenario(t, scenario{name: "NATS unreachable > dup window", soakOnly: true, knownDefect: defectReplayAfterWindow,
+	runScenario(t, scenario{name: "NATS unreachable > dup window", soakOnly: true,
 		run: func(e *env, sc scale, o *outcome) {
 			natsOutage(e, sc, o, dupWindow+15*time.Second, 4)
 		}})
@@ -303,7 +297,7 @@ func TestProd_DaemonKilledAndRestarted(t *testing.T) {
 // TestProd_DaemonRestartedAfterWindow kills both pods and starts new ones
 // after the stream's duplicate window.
 func TestProd_DaemonRestartedAfterWindow(t *testing.T) {
-	runScenario(t, scenario{name: "daemon SIGKILL, restart > dup window", soakOnly: true, knownDefect: defectReplayAfterWindow,
+	runScenario(t, scenario{name: "daemon SIGKILL, restart > dup window", soakOnly: true,
 		run: func(e *env, sc scale, o *outcome) {
 			daemonRestart(e, sc, o, dupWindow+15*time.Second, 6)
 		}})
@@ -405,7 +399,7 @@ func signalAll(t testing.TB, pids []int, sig syscall.Signal) {
 // nothing moves) while the app writes notes of about 120 KB: the daemon's
 // peak RSS must stay under the manifest's memory limit.
 func TestProd_NATSPausedLargeRows(t *testing.T) {
-	runScenario(t, scenario{name: "NATS paused, 120 KB rows", soakOnly: true, knownDefect: defectMemoryByCount, opts: envOptions{natsProxied: true},
+	runScenario(t, scenario{name: "NATS paused, 120 KB rows", soakOnly: true, opts: envOptions{natsProxied: true},
 		run: func(e *env, sc scale, o *outcome) {
 			e.startPair()
 			const notes, body = 4000, 120 << 10
