@@ -208,10 +208,12 @@ func TestSyncStream_SlowClientDoesNotBlockPublish(t *testing.T) {
 		hub.Publish(fmt.Sprintf("e/%d", i), []byte(`{"backend":"neon-db","pad":"`+big+`"}`))
 	}
 	// A Publish that waited for the stuck client would take SSEWriteTimeout
-	// per event (25 minutes here); the bound is loose for -race on a busy CI
-	// machine, where parsing 20 MB of envelopes takes a second or two.
-	if d := time.Since(start); d > 10*time.Second {
-		t.Fatalf("publishing %d events took %s", n, d)
+	// per event (25 minutes here). The bound is a quarter of that, not a
+	// speed: what is checked is that Publish does not wait for the client,
+	// however loaded the machine is.
+	blocking := n * 300 * time.Millisecond
+	if d := time.Since(start); d > blocking/4 {
+		t.Fatalf("publishing %d events took %s: Publish waits for the stuck client", n, d)
 	}
 	eventually(t, 10*time.Second, "the slow client dropped", func() bool { return hub.Clients() <= 1 })
 	// Publish still returns at once with no reader at all.
@@ -219,7 +221,7 @@ func TestSyncStream_SlowClientDoesNotBlockPublish(t *testing.T) {
 	for i := 0; i < n; i++ {
 		hub.Publish(fmt.Sprintf("f/%d", i), []byte(`{}`))
 	}
-	if d := time.Since(start); d > 5*time.Second {
+	if d := time.Since(start); d > blocking/4 {
 		t.Fatalf("publish after drop took %s", d)
 	}
 	_ = healthy // it may itself have been dropped under this flood; not what this test checks
