@@ -261,9 +261,18 @@ func (c *Cluster) Conn(tb testing.TB) *nats.Conn {
 func (c *Cluster) CreateStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	var err error
 	for ctx.Err() == nil {
+		// Each try gets its own deadline: a request that reaches a node
+		// before the cluster has a meta leader may get no answer at all, and
+		// must not use up the caller's whole budget.
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		var s jetstream.Stream
-		if s, err = js.CreateStream(ctx, cfg); err == nil {
+		s, err = js.CreateStream(actx, cfg)
+		cancel()
+		if err == nil {
 			return s, nil
+		}
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return js.Stream(ctx, cfg.Name) // an earlier try that timed out did create it
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -27,8 +27,12 @@ func TestCluster_StreamSurvivesLeaderLoss(t *testing.T) {
 		t.Helper()
 		var err error
 		for ctx.Err() == nil {
-			var ack *jetstream.PubAck
-			if ack, err = js.Publish(ctx, "t.a", []byte(id), jetstream.WithMsgID(id)); err == nil {
+			// Each try has its own deadline: a publish sent while the client
+			// reconnects, or to a leader that just went away, gets no answer.
+			actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+			ack, perr := js.Publish(actx, "t.a", []byte(id), jetstream.WithMsgID(id))
+			acancel()
+			if err = perr; err == nil {
 				return ack
 			}
 			time.Sleep(50 * time.Millisecond)
