@@ -407,7 +407,8 @@ func signalAll(t testing.TB, pids []int, sig syscall.Signal) {
 // nothing moves) while the app writes notes of about 120 KB: the daemon's
 // peak RSS must stay under the manifest's memory limit.
 func TestProd_NATSPausedLargeRows(t *testing.T) {
-	runScenario(t, scenario{name: "NATS paused, 120 KB rows", soakOnly: true, knownDefect: defectMemoryByCount, opts: envOptions{natsProxied: true},
+	// The peak varies from run to run (118 MiB and 109 MiB in two runs).
+	runScenario(t, scenario{name: "NATS paused, 120 KB rows", soakOnly: true, knownDefect: defectMemoryByCount, intermittent: true, opts: envOptions{natsProxied: true},
 		run: func(e *env, sc scale, o *outcome) {
 			e.startPair()
 			const notes, body = 4000, 120 << 10
