@@ -285,18 +285,6 @@ func (d *Daemon) Addr() string { return d.listener.Addr().String() }
 func (d *Daemon) Run(parent context.Context) error {
 	defer d.close()
 	g, ctx := errgroup.WithContext(parent)
-	// The shutdown budget starts when ctx ends; every step takes its
-	// deadline from it.
-	var budgetEnd atomic.Pointer[time.Time]
-	deadline := func() (context.Context, context.CancelFunc) {
-		end := budgetEnd.Load()
-		if end == nil {
-			t := time.Now().Add(d.cfg.ShutdownTimeout)
-			budgetEnd.CompareAndSwap(nil, &t)
-			end = budgetEnd.Load()
-		}
-		return context.WithDeadline(context.Background(), *end)
-	}
 
 	g.Go(func() error {
 		if err := d.http.Serve(d.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -326,12 +314,13 @@ func (d *Daemon) Run(parent context.Context) error {
 	g.Go(func() error { d.overview.Run(ctx); return nil })
 
 	// Shutdown: once ctx ends (signal or a fatal error), leave the Service,
-	// let reconcile finish its chunk, stop HTTP. The pipeline drains inside
-	// lead, which leader.Run waits for.
+	// let reconcile finish its chunk, stop HTTP, all within the one budget
+	// EDGESYNC_SHUTDOWN_TIMEOUT that starts now. The pipeline drains inside
+	// lead (which leader.Run waits for) within half of it.
 	g.Go(func() error {
 		<-ctx.Done()
 		d.ready.Store(false)
-		wctx, cancel := deadline()
+		wctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
 		defer cancel()
 		_ = d.recon.Wait(wctx) // a running reconcile is cancelled; it is idempotent
 		if err := d.http.Shutdown(wctx); err != nil {
