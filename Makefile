@@ -47,6 +47,7 @@ lint:
 # Benchmarks with the figures the issues ask for; see docs/benchmarks.md.
 bench: postgres
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/...
+	$(GO) test -run '^$$' -bench 'BenchmarkUpload|BenchmarkMirror' -benchtime 3x -timeout 30m ./icp/ ./mirror/
 
 demo: postgres build
 	$(GO) run ./cmd/edgesync-demo
