@@ -2,6 +2,7 @@ package cdc
 
 import (
 	"encoding/json"
+	"github.com/edgesync/edgesync/domain"
 	"strconv"
 	"time"
 )
@@ -33,13 +34,13 @@ type Source struct {
 	CommitTime time.Time `json:"commit_time"`
 }
 
-// Op names in subjects and envelopes.
+// Op names in subjects and envelopes (the vocabulary's, named for events).
 const (
-	EventCreated   = "created"
-	EventUpdated   = "updated"
-	EventDeleted   = "deleted"
-	EventTruncated = "truncated"
-	EventSnapshot  = "snapshot"
+	EventCreated   = domain.OpCreated
+	EventUpdated   = domain.OpUpdated
+	EventDeleted   = domain.OpDeleted
+	EventTruncated = domain.OpTruncated
+	EventSnapshot  = domain.OpSnapshot
 )
 
 // EventOp maps a change op to its event op.

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -42,7 +43,7 @@ func TestCrash_RestartAfterTheDuplicateWindow(t *testing.T) {
 				n++
 			}
 		}
-		return n >= 30, "stored " + itoa(n)
+		return n >= 30, "stored " + strconv.Itoa(n)
 	})
 	stopWrites()
 	p.kill()
@@ -105,16 +106,4 @@ func TestCrash_RestartAfterTheDuplicateWindow(t *testing.T) {
 	if w.commits.Load() < 5 {
 		t.Fatalf("only %d transactions written", w.commits.Load())
 	}
-}
-
-func itoa(n int) string {
-	b := []byte{}
-	if n == 0 {
-		return "0"
-	}
-	for n > 0 {
-		b = append([]byte{byte('0' + n%10)}, b...)
-		n /= 10
-	}
-	return string(b)
 }
