@@ -10,10 +10,11 @@ import (
 // so a stalled downstream slows the reader instead of growing the heap.
 // A nil *Budget is unlimited.
 type Budget struct {
-	mu    sync.Mutex
-	total int64
-	used  int64
-	wake  chan struct{} // closed and replaced whenever bytes are released
+	mu      sync.Mutex
+	total   int64
+	used    int64
+	waiting int           // Acquire calls waiting for bytes
+	wake    chan struct{} // closed and replaced when bytes are released to waiters
 }
 
 // NewBudget returns a budget of total bytes.
@@ -35,12 +36,20 @@ func (b *Budget) Acquire(ctx context.Context, n int64) error {
 			b.mu.Unlock()
 			return nil
 		}
+		b.waiting++
 		wake := b.wake
 		b.mu.Unlock()
+		var err error
 		select {
 		case <-wake:
 		case <-ctx.Done():
-			return ctx.Err()
+			err = ctx.Err()
+		}
+		b.mu.Lock()
+		b.waiting--
+		b.mu.Unlock()
+		if err != nil {
+			return err
 		}
 	}
 }
@@ -55,8 +64,10 @@ func (b *Budget) Release(n int64) {
 	if b.used < 0 {
 		b.used = 0
 	}
-	close(b.wake)
-	b.wake = make(chan struct{})
+	if b.waiting > 0 { // the common case on the hot path: nobody waits, nothing to wake
+		close(b.wake)
+		b.wake = make(chan struct{})
+	}
 	b.mu.Unlock()
 }
 
