@@ -103,7 +103,7 @@ func (r *Reader) Run(ctx context.Context, start LSN, out chan<- Item) error {
 		if r.tracker.InFlight() > 0 {
 			// Work is in flight: wake up to report its confirmation even
 			// if the server sends nothing meanwhile.
-			if soon := time.Now().Add(confirmEvery); soon.Before(until) {
+			if soon := now.Add(confirmEvery); soon.Before(until) {
 				until = soon
 			}
 		}
