@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/aviate-labs/agent-go/candid/did"
-	"github.com/aviate-labs/agent-go/candid/idl"
 
+	"github.com/edgesync/edgesync/internal/didtest"
 	"github.com/edgesync/edgesync/internal/nodetools"
 )
 
@@ -138,92 +138,13 @@ func oneLine(src string) string {
 func tuple(defs map[string]did.Data, tu did.Tuple) (string, error) {
 	parts := make([]string, len(tu))
 	for i, a := range tu {
-		t, err := idlType(defs, a.Data)
+		t, err := didtest.IDLType(defs, a.Data)
 		if err != nil {
 			return "", err
 		}
 		parts[i] = t.String()
 	}
 	return "(" + strings.Join(parts, ", ") + ")", nil
-}
-
-// idlType converts a parsed .did type into agent-go's idl type, resolving named types; its
-// String is canonical (record and variant fields in label-hash order).
-func idlType(defs map[string]did.Data, d did.Data) (idl.Type, error) {
-	switch d := d.(type) {
-	case did.DataId:
-		def, ok := defs[string(d)]
-		if !ok {
-			return nil, fmt.Errorf("undefined type %s", d)
-		}
-		return idlType(defs, def)
-	case did.Primitive:
-		t, ok := primitives[string(d)]
-		if !ok {
-			return nil, fmt.Errorf("primitive %s not handled by the test", d)
-		}
-		return t, nil
-	case did.Principal:
-		return new(idl.PrincipalType), nil
-	case did.Blob:
-		return idl.NewVectorType(idl.Nat8Type()), nil
-	case did.Vector:
-		elem, err := idlType(defs, d.Data)
-		if err != nil {
-			return nil, err
-		}
-		return idl.NewVectorType(elem), nil
-	case did.Optional:
-		elem, err := idlType(defs, d.Data)
-		if err != nil {
-			return nil, err
-		}
-		return idl.NewOptionalType(elem), nil
-	case did.Record:
-		fields, err := idlFields(defs, d)
-		if err != nil {
-			return nil, err
-		}
-		return idl.NewRecordType(fields), nil
-	case did.Variant:
-		fields, err := idlFields(defs, d)
-		if err != nil {
-			return nil, err
-		}
-		return idl.NewVariantType(fields), nil
-	}
-	return nil, fmt.Errorf("type %s not handled by the test", d)
-}
-
-var primitives = map[string]idl.Type{
-	"text": new(idl.TextType), "nat64": idl.Nat64Type(), "nat32": idl.Nat32Type(), "nat16": idl.Nat16Type(),
-	"nat8": idl.Nat8Type(), "null": new(idl.NullType), "bool": new(idl.BoolType), "nat": new(idl.NatType),
-	"int": new(idl.IntType),
-}
-
-func idlFields(defs map[string]did.Data, fs []did.Field) (map[string]idl.Type, error) {
-	out := map[string]idl.Type{}
-	for _, f := range fs {
-		switch {
-		case f.Name == nil && f.NameData != nil: // a case without data: `NoUpload;`
-			out[*f.NameData] = new(idl.NullType)
-		case f.Name != nil && f.NameData != nil: // `label : TypeName`
-			t, err := idlType(defs, did.DataId(*f.NameData))
-			if err != nil {
-				return nil, err
-			}
-			out[*f.Name] = t
-		case f.Name != nil && f.Data != nil:
-			t, err := idlType(defs, *f.Data)
-			if err != nil {
-				return nil, err
-			}
-			out[*f.Name] = t
-		default:
-			return nil, fmt.Errorf("field %s not handled by the test", f)
-		}
-	}
-	return out, nil
 }
 
 // TestMethods_detectsDifferences keeps the comparison honest: a changed type, a lost query

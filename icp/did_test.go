@@ -12,6 +12,7 @@ import (
 	"github.com/aviate-labs/agent-go/candid/did"
 	"github.com/aviate-labs/agent-go/candid/idl"
 	"github.com/aviate-labs/agent-go/principal"
+	"github.com/edgesync/edgesync/internal/didtest"
 )
 
 // TestDID_matchesGoTypes parses memory_store.did with agent-go's Candid parser and checks that
@@ -73,7 +74,7 @@ func compare(t *testing.T, what string, defs map[string]did.Data, tuple did.Tupl
 		t.Fatalf("%s: .did has %d, Go has %d", what, len(tuple), len(values))
 	}
 	for i, arg := range tuple {
-		fromDID, err := idlType(defs, arg.Data)
+		fromDID, err := didtest.IDLType(defs, arg.Data)
 		if err != nil {
 			t.Fatalf("%s %d: %v", what, i, err)
 		}
@@ -85,86 +86,6 @@ func compare(t *testing.T, what string, defs map[string]did.Data, tuple did.Tupl
 			t.Errorf("%s %d:\n .did: %s\n   Go: %s", what, i, fromDID, fromGo)
 		}
 	}
-}
-
-// idlType converts a parsed .did type into agent-go's idl type, resolving named types.
-func idlType(defs map[string]did.Data, d did.Data) (idl.Type, error) {
-	switch d := d.(type) {
-	case did.DataId:
-		def, ok := defs[string(d)]
-		if !ok {
-			return nil, fmt.Errorf("undefined type %s", d)
-		}
-		return idlType(defs, def)
-	case did.Primitive:
-		switch d {
-		case "text":
-			return new(idl.TextType), nil
-		case "nat64":
-			return idl.Nat64Type(), nil
-		case "nat32":
-			return idl.Nat32Type(), nil
-		case "nat8":
-			return idl.Nat8Type(), nil
-		case "null":
-			return new(idl.NullType), nil
-		}
-		return nil, fmt.Errorf("primitive %s not handled by the test", d)
-	case did.Principal:
-		return new(idl.PrincipalType), nil
-	case did.Blob:
-		return idl.NewVectorType(idl.Nat8Type()), nil
-	case did.Vector:
-		elem, err := idlType(defs, d.Data)
-		if err != nil {
-			return nil, err
-		}
-		return idl.NewVectorType(elem), nil
-	case did.Optional:
-		elem, err := idlType(defs, d.Data)
-		if err != nil {
-			return nil, err
-		}
-		return idl.NewOptionalType(elem), nil
-	case did.Record:
-		fields, err := idlFields(defs, d)
-		if err != nil {
-			return nil, err
-		}
-		return idl.NewRecordType(fields), nil
-	case did.Variant:
-		fields, err := idlFields(defs, d)
-		if err != nil {
-			return nil, err
-		}
-		return idl.NewVariantType(fields), nil
-	}
-	return nil, fmt.Errorf("type %s not handled by the test", d)
-}
-
-func idlFields(defs map[string]did.Data, fs []did.Field) (map[string]idl.Type, error) {
-	out := map[string]idl.Type{}
-	for _, f := range fs {
-		switch {
-		case f.Name == nil && f.NameData != nil: // a variant case without data: `NoUpload;`
-			out[*f.NameData] = new(idl.NullType)
-		case f.Name != nil && f.NameData != nil: // `label : TypeName`
-			t, err := idlType(defs, did.DataId(*f.NameData))
-			if err != nil {
-				return nil, err
-			}
-			out[*f.Name] = t
-		case f.Name != nil && f.Data != nil:
-			t, err := idlType(defs, *f.Data)
-			if err != nil {
-				return nil, err
-			}
-			out[*f.Name] = t
-		default:
-			return nil, fmt.Errorf("field %s not handled by the test", f)
-		}
-	}
-	return out, nil
 }
 
 // TestResult_roundTrip encodes every result shape with agent-go's Candid and decodes it back.
