@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/edgesync/edgesync/internal/icpreplica"
 	"github.com/edgesync/edgesync/internal/pgtest"
+	"github.com/edgesync/edgesync/internal/ssetest"
 )
 
 // sseLine is one event of a sync-status stream as a client sees it.
@@ -38,24 +38,7 @@ func openStream(t *testing.T, addr, lastID string) <-chan sseLine {
 	ch := make(chan sseLine, 1024)
 	go func() {
 		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		var ev sseLine
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "":
-				if ev.name != "" {
-					ch <- ev
-				}
-				ev = sseLine{}
-			case strings.HasPrefix(line, "event: "):
-				ev.name = line[7:]
-			case strings.HasPrefix(line, "id: "):
-				ev.id = line[4:]
-			case strings.HasPrefix(line, "data: "):
-				ev.data += line[6:]
-			}
-		}
+		ssetest.Scan(resp.Body, false, func(e ssetest.Event) { ch <- sseLine{name: e.Name, id: e.ID, data: e.Data} })
 	}()
 	return ch
 }

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -9,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgesync/edgesync/internal/ssetest"
 )
 
 type sseEvent struct{ name, id, data string }
@@ -33,26 +34,7 @@ func sseClient(t *testing.T, url, lastID string) (<-chan sseEvent, func()) {
 	go func() {
 		defer close(ch)
 		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		var ev sseEvent
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "":
-				if ev.name != "" || ev.data != "" {
-					ch <- ev
-				}
-				ev = sseEvent{}
-			case strings.HasPrefix(line, ":"):
-				ch <- sseEvent{name: ":", data: strings.TrimSpace(line[1:])}
-			case strings.HasPrefix(line, "event: "):
-				ev.name = line[7:]
-			case strings.HasPrefix(line, "id: "):
-				ev.id = line[4:]
-			case strings.HasPrefix(line, "data: "):
-				ev.data += line[6:]
-			}
-		}
+		ssetest.Scan(resp.Body, true, func(e ssetest.Event) { ch <- sseEvent{name: e.Name, id: e.ID, data: e.Data} })
 	}()
 	return ch, cancel
 }

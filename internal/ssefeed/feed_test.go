@@ -1,7 +1,6 @@
 package ssefeed_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"github.com/edgesync/edgesync/internal/api"
 	"github.com/edgesync/edgesync/internal/natstest"
 	"github.com/edgesync/edgesync/internal/ssefeed"
+	"github.com/edgesync/edgesync/internal/ssetest"
 )
 
 const streamName = "EDGESYNC"
@@ -188,24 +188,7 @@ func (p *pod) stream(t *testing.T, lastID string) (<-chan sseEvent, func()) {
 		defer wg.Done()
 		defer close(ch)
 		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		var ev sseEvent
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "":
-				if ev.name != "" {
-					ch <- ev
-				}
-				ev = sseEvent{}
-			case strings.HasPrefix(line, "event: "):
-				ev.name = line[7:]
-			case strings.HasPrefix(line, "id: "):
-				ev.id = line[4:]
-			case strings.HasPrefix(line, "data: "):
-				ev.data += line[6:]
-			}
-		}
+		ssetest.Scan(resp.Body, false, func(e ssetest.Event) { ch <- sseEvent{name: e.Name, id: e.ID, data: e.Data} })
 	}()
 	eventually(t, 5*time.Second, "the stream client registered", func() bool { return p.api.Events().Clients() > before })
 	stop := func() { cancel(); wg.Wait() }
