@@ -11,23 +11,24 @@ const module = "github.com/edgesync/edgesync"
 // rules: for a package prefix, the project packages it must not import.
 // Prefixes are relative to the module; the longest matching prefix wins.
 var rules = map[string][]string{
-	"domain":              {""},                                                   // the vocabulary: a leaf
-	"cdc":                 {"", "!domain"},                                        // only the vocabulary
-	"config":              {"", "!domain"},                                        // only the vocabulary
-	"migrations":          {""},                                                   // a leaf
-	"sinks/edges":         {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
-	"sinks/nats":          {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
-	"reconcile":           {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
-	"pipeline":            {"", "!cdc", "!domain", "!sinks/edges", "!sinks/nats"}, // the middle stage: cdc, the vocabulary and the sinks it feeds
-	"icp":                 {"", "!domain"},                                        // the canister client: no Postgres, no River, no pipeline
-	"mirror":              {"", "!cdc", "!domain", "!icp", "!reconcile"},          // the client, event types and the ICPChecker types it implements
-	"internal/icpreplica": {"", "!icp"},                                           // the double: only the client's wire types
-	"cmd/icp-replica":     {"", "!internal/icpreplica"},
-	"daemon":              {"cmd"},           // everything below it, never cmd
-	"internal":            {"cmd", "daemon"}, // helpers never reach up
-	"internal/ssefeed":    {"", "!domain"},   // the SSE feed: only the vocabulary (the hub is its own interface)
-	"bench":               {"cmd"},           // benchmarks drive packages, not main
-	"deploy":              {"cmd", "daemon"}, // manifests only
+	"domain":                 {""},                                                   // the vocabulary: a leaf
+	"cdc":                    {"", "!domain"},                                        // only the vocabulary
+	"config":                 {"", "!domain"},                                        // only the vocabulary
+	"migrations":             {""},                                                   // a leaf
+	"sinks/edges":            {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
+	"sinks/nats":             {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
+	"reconcile":              {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
+	"pipeline":               {"", "!cdc", "!domain", "!sinks/edges", "!sinks/nats"}, // the middle stage: cdc, the vocabulary and the sinks it feeds
+	"icp":                    {"", "!domain"},                                        // the canister client: no Postgres, no River, no pipeline
+	"mirror":                 {"", "!cdc", "!domain", "!icp", "!reconcile"},          // the client, event types and the ICPChecker types it implements
+	"internal/icpreplica":    {"", "!icp"},                                           // the double: only the client's wire types
+	"cmd/icp-replica":        {"", "!internal/icpreplica"},
+	"daemon":                 {"cmd"},           // everything below it, never cmd
+	"internal":               {"cmd", "daemon"}, // helpers never reach up
+	"internal/ssefeed":       {"", "!domain"},   // the SSE feed: only the vocabulary (the hub is its own interface)
+	"internal/presencecache": {"", "!domain"},   // the presence cache: only the vocabulary (the API passes its reads in)
+	"bench":                  {"cmd"},           // benchmarks drive packages, not main
+	"deploy":                 {"cmd", "daemon"}, // manifests only
 	// The production-shape tests drive the built binary from outside.
 	"prodtest": {"", "!internal/natstest", "!internal/pgtest"},
 }
@@ -119,6 +120,10 @@ func TestForbidden(t *testing.T) {
 		{"cmd/icp-replica", "mirror", true},
 		{"internal/ssefeed", "domain", false},
 		{"internal/ssefeed", "internal/api", true},
+		{"internal/ssefeed", "internal/presencecache", true},
+		{"internal/presencecache", "domain", false},
+		{"internal/presencecache", "internal/api", true},
+		{"internal/api", "internal/presencecache", false},
 		{"prodtest", "internal/pgtest", false},
 		{"prodtest", "daemon", true},
 	}
