@@ -10,6 +10,11 @@
 // feed reads the stream's recent past into the hub's resume ring (without
 // sending it to anyone) so that holds for a freshly started instance too.
 //
+// With an Invalidator (the presence cache) the same consumer also reads
+// `<prefix>.gallery.status` and tells it which memories each live edge event
+// and which gallery each status event changed, and when the feed starts and
+// stops following the stream; no second consumer per instance.
+//
 // It may import the domain vocabulary, nats.go, zap and the Prometheus client;
 // never daemon, config, a sink or api (the hub is a small interface here).
 //

@@ -25,6 +25,20 @@ type Hub interface {
 	Backfill(name, id string, data []byte)
 }
 
+// Invalidator learns which presence answers the stream's changes make stale;
+// the presence cache (internal/presencecache) satisfies it.
+type Invalidator interface {
+	// MemoryChanged is called for every edge event, with the memory of its
+	// key (before and after images of an update that moved the edge: both).
+	MemoryChanged(id, memoryType string)
+	// GalleryChanged is called for every gallery status event.
+	GalleryChanged(id string)
+	// Following(true) is called when the feed (re)subscribed: what was read
+	// from Postgres before may miss changes whose events it did not pass
+	// on. Following(false) when it lost the stream.
+	Following(on bool)
+}
+
 // Config is what the daemon decides for the feed.
 type Config struct {
 	// Stream is the JetStream stream (EDGESYNC_STREAM).
@@ -40,6 +54,9 @@ type Config struct {
 	// RetryMax caps the wait between attempts while the stream is missing
 	// or NATS is unreachable (default 5s).
 	RetryMax time.Duration
+	// Invalidator, when set, also gets every live edge event and the gallery
+	// status events (`<prefix>.gallery.status`, which the hub never sees).
+	Invalidator Invalidator
 }
 
 // Feed follows the stream into the hub. Build it with New and run it with Run.
@@ -121,8 +138,12 @@ func (f *Feed) follow(ctx context.Context) error {
 		return err
 	}
 	start := f.startSeq(st.CachedInfo())
+	filter := []string{f.cfg.Subjects.Prefix + ".edge.>", f.cfg.Subjects.SyncProgress()}
+	if f.cfg.Invalidator != nil {
+		filter = append(filter, f.cfg.Subjects.GalleryStatus())
+	}
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{f.cfg.Subjects.Prefix + ".edge.>", f.cfg.Subjects.SyncProgress()},
+		FilterSubjects: filter,
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    start,
 		// The server forgets the consumer soon after this instance dies.
@@ -143,6 +164,12 @@ func (f *Feed) follow(ctx context.Context) error {
 	}
 	if start > f.live || cons.CachedInfo().NumPending == 0 {
 		f.setReady() // nothing of the past to read
+	}
+	if inv := f.cfg.Invalidator; inv != nil {
+		// Every change stored after the stream state read above reaches
+		// read: answers read from Postgres from now on stay correct.
+		inv.Following(true)
+		defer inv.Following(false)
 	}
 	// Stop may wait for a consumer reset in progress (up to its request
 	// timeout while NATS is away); shutdown does not wait for it: the reader
@@ -254,7 +281,13 @@ func (f *Feed) deliver(msg jetstream.Msg, past bool) {
 	if subject == f.cfg.Subjects.SyncProgress() {
 		name = "progress"
 	} else if !strings.HasPrefix(subject, f.cfg.Subjects.Prefix+".edge.") {
+		if subject == f.cfg.Subjects.GalleryStatus() && !past {
+			f.invalidateGallery(msg.Data())
+		}
 		return
+	}
+	if name == "sync" && !past {
+		f.invalidateMemory(msg.Data())
 	}
 	// Progress is published without a msg id: it has none to resume from.
 	id := msg.Headers().Get(jetstream.MsgIDHeader)
