@@ -3,8 +3,12 @@
 // Server-Sent Events stream, "store forever" requests, reconcile triggers,
 // health, readiness and metrics.
 //
-// It may import reconcile (for its Run type and sentinels), pgx, zap and the
-// Prometheus client; never daemon, config, cdc or a sink. The daemon translates
+// Gallery first pages and memory presence may be answered from the presence
+// cache (internal/presencecache, Deps.Presence), which keeps the encoded
+// answers this package reads and encodes.
+//
+// It may import reconcile (for its Run type and sentinels), internal/presencecache,
+// pgx, zap and the Prometheus client; never daemon, config, cdc or a sink. The daemon translates
 // the global configuration into Config and Deps; internal/ssefeed feeds the
 // SSE hub from JetStream on every instance.
 //

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/edgesync/edgesync/domain"
+	"github.com/edgesync/edgesync/internal/presencecache"
 )
 
 // GalleryCounts is a gallery's row of gallery_presence, with where it came
@@ -17,6 +19,9 @@ import (
 // within its debounce of every change), "mv" (gallery_presence_mv, refreshed
 // at most every MVRefreshEvery after changes) or "live" (the gallery_presence
 // view, computed now). AsOf is when the figures were computed, null for live.
+// An answer from the presence cache says "memory", with AsOf when it was read
+// from Postgres; CountsSource and CountsAsOf always say where the figures
+// came from at that read.
 type GalleryCounts struct {
 	GalleryID           string     `json:"gallery_id"`
 	TotalMemories       int        `json:"total_memories"`
@@ -26,6 +31,8 @@ type GalleryCounts struct {
 	Status              string     `json:"status"`
 	Source              string     `json:"source"`
 	AsOf                *time.Time `json:"as_of"`
+	CountsSource        string     `json:"counts_source"`
+	CountsAsOf          *time.Time `json:"counts_as_of"`
 }
 
 // Presence is the presence of one memory (the columns of memory_presence).
@@ -149,7 +156,34 @@ func (s *Server) galleryPresence(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if after == nil && !fresh && s.cachedGallery(w, r, id, limit) {
+		return
+	}
+	page, _, err := s.readGallery(r.Context(), id, limit, after, fresh, 0)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
+}
 
+// galleryPage is the answer of GET /api/galleries/{id}/presence.
+type galleryPage struct {
+	Gallery    GalleryCounts   `json:"gallery"`
+	Memories   []GalleryMemory `json:"memories"`
+	NextCursor *string         `json:"next_cursor"`
+}
+
+// galleryMembersSQL lists a gallery's members for the presence cache's
+// index, in primary key order (so two reads of the same membership compare
+// equal), at most $2 of them.
+const galleryMembersSQL = `SELECT memory_id, memory_type::text FROM gallery_items WHERE gallery_id = $1
+ORDER BY memory_id, memory_type LIMIT $2`
+
+// readGallery reads one page of a gallery from Postgres; with members > 0
+// it also lists up to members+1 of the gallery's memories (for the presence
+// cache).
+func (s *Server) readGallery(ctx context.Context, id string, limit int, after *galleryCursor, fresh bool, members int) (galleryPage, []presencecache.Member, error) {
 	batch := &pgx.Batch{}
 	batch.Queue(galleryCountsSQL, id, fresh)
 	if after == nil {
@@ -157,23 +191,24 @@ func (s *Server) galleryPresence(w http.ResponseWriter, r *http.Request) {
 	} else {
 		batch.Queue(galleryNextPageSQL, id, limit+1, after.MemoryID, after.MemoryType)
 	}
-	br := s.pool.SendBatch(r.Context(), batch)
+	if members > 0 {
+		batch.Queue(galleryMembersSQL, id, members+1)
+	}
+	br := s.pool.SendBatch(ctx, batch)
 	defer br.Close()
 
 	g := GalleryCounts{GalleryID: id}
 	err := br.QueryRow().Scan(&g.Source, &g.TotalMemories, &g.ICPCompleteMemories, &g.ICPComplete, &g.ICPAny, &g.Status, &g.AsOf)
 	if errors.Is(err, pgx.ErrNoRows) {
-		writeError(w, notFound("gallery "+id+" does not exist"))
-		return
+		return galleryPage{}, nil, notFound("gallery " + id + " does not exist")
 	}
 	if err != nil {
-		s.fail(w, r, fmt.Errorf("gallery counts: %w", err))
-		return
+		return galleryPage{}, nil, fmt.Errorf("gallery counts: %w", err)
 	}
+	g.CountsSource, g.CountsAsOf = g.Source, g.AsOf
 	rows, err := br.Query()
 	if err != nil {
-		s.fail(w, r, fmt.Errorf("gallery items: %w", err))
-		return
+		return galleryPage{}, nil, fmt.Errorf("gallery items: %w", err)
 	}
 	items := make([]GalleryMemory, 0, limit+1)
 	for rows.Next() {
@@ -181,14 +216,26 @@ func (s *Server) galleryPresence(w http.ResponseWriter, r *http.Request) {
 		if err := rows.Scan(&m.MemoryID, &m.MemoryType, &m.Position, &m.MetaNeon, &m.AssetBlob, &m.MetaICP,
 			&m.AssetICP, &m.ICPComplete, &m.SyncState); err != nil {
 			rows.Close()
-			s.fail(w, r, fmt.Errorf("scan gallery item: %w", err))
-			return
+			return galleryPage{}, nil, fmt.Errorf("scan gallery item: %w", err)
 		}
 		items = append(items, m)
 	}
 	if err := rows.Err(); err != nil {
-		s.fail(w, r, fmt.Errorf("gallery items: %w", err))
-		return
+		return galleryPage{}, nil, fmt.Errorf("gallery items: %w", err)
+	}
+	var ms []presencecache.Member
+	if members > 0 {
+		rows, err := br.Query()
+		if err != nil {
+			return galleryPage{}, nil, fmt.Errorf("gallery members: %w", err)
+		}
+		var m presencecache.Member
+		if _, err := pgx.ForEachRow(rows, []any{&m.ID, &m.Type}, func() error {
+			ms = append(ms, m)
+			return nil
+		}); err != nil {
+			return galleryPage{}, nil, fmt.Errorf("gallery members: %w", err)
+		}
 	}
 	var next *string
 	if len(items) > limit {
@@ -197,11 +244,20 @@ func (s *Server) galleryPresence(w http.ResponseWriter, r *http.Request) {
 		c := encodeCursor(galleryCursor{MemoryID: last.MemoryID, MemoryType: last.MemoryType})
 		next = &c
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Gallery    GalleryCounts   `json:"gallery"`
-		Memories   []GalleryMemory `json:"memories"`
-		NextCursor *string         `json:"next_cursor"`
-	}{g, items, next})
+	return galleryPage{Gallery: g, Memories: items, NextCursor: next}, ms, nil
+}
+
+// memoryAnswer is the answer of GET /api/memories/{type}/{id}/presence.
+// Source is "live" (read now) or "memory" (the presence cache, read from
+// Postgres at AsOf).
+type memoryAnswer struct {
+	MemoryID   string     `json:"memory_id"`
+	MemoryType string     `json:"memory_type"`
+	Exists     bool       `json:"exists"`
+	Presence   Presence   `json:"presence"`
+	Edges      []Edge     `json:"edges"`
+	Source     string     `json:"source"`
+	AsOf       *time.Time `json:"as_of"`
 }
 
 func (s *Server) memoryPresence(w http.ResponseWriter, r *http.Request) {
@@ -209,6 +265,18 @@ func (s *Server) memoryPresence(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if s.cachedMemory(w, r, typ, id) {
+		return
+	}
+	a, err := s.readMemory(r.Context(), typ, id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a)
+}
+
+func (s *Server) readMemory(ctx context.Context, typ, id string) (memoryAnswer, error) {
 	batch := &pgx.Batch{}
 	batch.Queue(`SELECT `+edgeColumns+` FROM storage_edges WHERE memory_id = $1 AND memory_type = $2::memory_type_t
 		ORDER BY artifact, backend`, id, typ)
@@ -218,43 +286,32 @@ func (s *Server) memoryPresence(w http.ResponseWriter, r *http.Request) {
 	if mapped {
 		batch.Queue(`SELECT EXISTS (SELECT 1 FROM `+t.Ident()+` WHERE id = $1::uuid)`, id)
 	}
-	br := s.pool.SendBatch(r.Context(), batch)
+	br := s.pool.SendBatch(ctx, batch)
 	defer br.Close()
 	rows, err := br.Query()
 	if err != nil {
-		s.fail(w, r, fmt.Errorf("memory edges: %w", err))
-		return
+		return memoryAnswer{}, fmt.Errorf("memory edges: %w", err)
 	}
 	edges, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Edge, error) { return scanEdge(row) })
 	if err != nil {
-		s.fail(w, r, fmt.Errorf("memory edges: %w", err))
-		return
+		return memoryAnswer{}, fmt.Errorf("memory edges: %w", err)
 	}
 	// No edges, no presence row: every flag stays false.
 	var p Presence
 	err = br.QueryRow().Scan(&p.MetaNeon, &p.AssetBlob, &p.MetaICP, &p.AssetICP, &p.ICPComplete)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		s.fail(w, r, fmt.Errorf("memory presence: %w", err))
-		return
+		return memoryAnswer{}, fmt.Errorf("memory presence: %w", err)
 	}
 	exists := false
 	if mapped {
 		if err := br.QueryRow().Scan(&exists); err != nil {
-			s.fail(w, r, fmt.Errorf("memory row: %w", err))
-			return
+			return memoryAnswer{}, fmt.Errorf("memory row: %w", err)
 		}
 	}
 	if !exists && len(edges) == 0 {
-		writeError(w, notFound(typ+" "+id+" does not exist and has no edges"))
-		return
+		return memoryAnswer{}, notFound(typ + " " + id + " does not exist and has no edges")
 	}
-	writeJSON(w, http.StatusOK, struct {
-		MemoryID   string   `json:"memory_id"`
-		MemoryType string   `json:"memory_type"`
-		Exists     bool     `json:"exists"`
-		Presence   Presence `json:"presence"`
-		Edges      []Edge   `json:"edges"`
-	}{id, typ, exists, p, edges})
+	return memoryAnswer{MemoryID: id, MemoryType: typ, Exists: exists, Presence: p, Edges: edges, Source: "live"}, nil
 }
 
 // memoryPath validates the {type} and {id} of a memory route, answering 400

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/edgesync/edgesync/domain"
+	"github.com/edgesync/edgesync/internal/presencecache"
 	"github.com/edgesync/edgesync/reconcile"
 )
 
@@ -81,6 +82,9 @@ type Deps struct {
 	// Health answers GET /api/health/backends from its last check; nil:
 	// no backends are reported.
 	Health *Health
+	// Presence answers gallery first pages and memory presence from memory
+	// while it follows the stream; nil: every answer reads Postgres.
+	Presence *presencecache.Cache
 }
 
 // Server is the HTTP API. Build it with New; serve Handler or HTTPServer.
