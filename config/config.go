@@ -90,6 +90,9 @@ type Config struct {
 	// SSEMaxClients caps the sync-status stream clients of one instance;
 	// beyond it the stream answers 503 with Retry-After.
 	SSEMaxClients int
+	// PresenceMaxBytes bounds the API's in-memory presence cache; 0 turns
+	// it off (every presence answer reads Postgres).
+	PresenceMaxBytes int64
 
 	// inKubernetes is set when KUBERNETES_SERVICE_HOST is in the environment.
 	inKubernetes bool
@@ -121,6 +124,8 @@ func Default() Config {
 		HeartbeatInterval: 30 * time.Second,
 		ShutdownTimeout:   10 * time.Second,
 		SSEMaxClients:     1000,
+
+		PresenceMaxBytes: 8 << 20,
 	}
 }
 
@@ -257,6 +262,10 @@ var fields = func() []field {
 		c.SSEMaxClients = n
 		return nil
 	}, func(c *Config) string { return strconv.Itoa(c.SSEMaxClients) })
+	{
+		set, get := integer(func(c *Config) *int64 { return &c.PresenceMaxBytes })
+		add("presence_max_bytes", false, set, get)
+	}
 	add("tables", false, func(c *Config, v string) error {
 		t, err := ParseTables(v)
 		if err != nil {
@@ -592,6 +601,9 @@ func (c Config) Validate() error {
 	}
 	if c.SSEMaxClients < 1 || c.SSEMaxClients > 100000 {
 		bad("sse_max_clients", "%d is out of range (1-100000; each idle client holds about 40 KiB)", c.SSEMaxClients)
+	}
+	if c.PresenceMaxBytes < 0 || c.PresenceMaxBytes > 1<<30 {
+		bad("presence_max_bytes", "%d is out of range (0-1073741824 bytes, e.g. 8388608; 0 turns the presence cache off)", c.PresenceMaxBytes)
 	}
 	errs = append(errs, validateTables(c.Tables)...)
 	for _, l := range c.LegacyColumns {

@@ -45,6 +45,7 @@ func TestDefault_MatchesContract(t *testing.T) {
 		"EDGESYNC_LOG_LEVEL":          "info",
 		"EDGESYNC_LOG_FORMAT":         "json",
 		"EDGESYNC_SSE_MAX_CLIENTS":    "1000",
+		"EDGESYNC_PRESENCE_MAX_BYTES": "8388608",
 	}
 	got := map[string]string{}
 	for _, s := range c.Settings() {
@@ -138,6 +139,9 @@ func TestConfig_Validate(t *testing.T) {
 		{"sse cap zero", map[string]string{"EDGESYNC_SSE_MAX_CLIENTS": "0"}, "EDGESYNC_SSE_MAX_CLIENTS: 0 is out of range"},
 		{"sse cap words", map[string]string{"EDGESYNC_SSE_MAX_CLIENTS": "lots"}, `EDGESYNC_SSE_MAX_CLIENTS: "lots" is not a whole number`},
 		{"sse cap ok", map[string]string{"EDGESYNC_SSE_MAX_CLIENTS": "2500"}, ""},
+		{"presence cache negative", map[string]string{"EDGESYNC_PRESENCE_MAX_BYTES": "-1"}, "EDGESYNC_PRESENCE_MAX_BYTES: -1 is out of range"},
+		{"presence cache words", map[string]string{"EDGESYNC_PRESENCE_MAX_BYTES": "8MiB"}, `EDGESYNC_PRESENCE_MAX_BYTES: "8MiB" is not a whole number`},
+		{"presence cache off", map[string]string{"EDGESYNC_PRESENCE_MAX_BYTES": "0"}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

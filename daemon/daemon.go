@@ -29,6 +29,7 @@ import (
 	"github.com/edgesync/edgesync/internal/api"
 	"github.com/edgesync/edgesync/internal/gallerystatus"
 	"github.com/edgesync/edgesync/internal/natsserver"
+	"github.com/edgesync/edgesync/internal/presencecache"
 	"github.com/edgesync/edgesync/internal/ssefeed"
 	"github.com/edgesync/edgesync/mirror"
 	"github.com/edgesync/edgesync/pipeline"
@@ -89,6 +90,7 @@ type Daemon struct {
 	overview *overview
 	icp      *mirror.Mirror // nil when the ICP mirror is off
 	feed     *ssefeed.Feed
+	presence *presencecache.Cache // nil when EDGESYNC_PRESENCE_MAX_BYTES is 0
 
 	// created once, shared by the gallery tracker of every leadership term
 	galleryMetrics *gallerystatus.Metrics
@@ -204,6 +206,13 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 	d.recon = reconcile.New(rc, d.pool, log.With(zap.String("component", "reconcile")), d.reg)
 	d.overview = newOverview(d.pool, d.reg, log)
 	d.overview.health = api.NewHealth(d.backendChecks(), 0, log)
+	feedCfg := ssefeed.Config{Stream: cfg.Stream, Subjects: domain.Subjects{Prefix: cfg.SubjectPrefix}}
+	if cfg.PresenceMaxBytes > 0 {
+		// Invalidated by the SSE feed's consumer, so leader and standby keep
+		// their copies current the same way.
+		d.presence = presencecache.New(presencecache.Config{MaxBytes: cfg.PresenceMaxBytes}, d.reg)
+		feedCfg.Invalidator = d.presence
+	}
 	d.api = api.New(api.Config{AdminToken: cfg.AdminToken, Tables: cfg.Tables, ICPMirror: d.icp != nil, MaxSSEClients: cfg.SSEMaxClients}, api.Deps{
 		Pool:       d.pool,
 		Logger:     log,
@@ -212,9 +221,11 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 		Ready:      d.ready.Load,
 		Reconciler: d.recon,
 		Health:     d.overview.health,
+		Presence:   d.presence,
 	})
-	// Every instance, leader or standby, feeds its SSE hub from the stream.
-	d.feed = ssefeed.New(ssefeed.Config{Stream: cfg.Stream, Subjects: domain.Subjects{Prefix: cfg.SubjectPrefix}}, d.js, d.api.Events(), log, d.reg)
+	// Every instance, leader or standby, feeds its SSE hub (and its presence
+	// cache) from the stream.
+	d.feed = ssefeed.New(feedCfg, d.js, d.api.Events(), log, d.reg)
 	if cfg.AdminToken == "" {
 		log.Warn("EDGESYNC_ADMIN_TOKEN is empty: write and admin endpoints answer 403 until it is set")
 	}

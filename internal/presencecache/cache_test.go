@@ -83,7 +83,9 @@ func newCache(t *testing.T, cfg Config) *Cache {
 
 func get(t *testing.T, c *Cache, s *source, gallery string) string {
 	t.Helper()
-	b, err := c.Gallery(context.Background(), gallery, 50, s.galleryFill(gallery))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b, err := c.Gallery(ctx, gallery, 50, s.galleryFill(gallery))
 	if err != nil {
 		t.Fatalf("gallery %s: %v", gallery, err)
 	}
@@ -92,7 +94,9 @@ func get(t *testing.T, c *Cache, s *source, gallery string) string {
 
 func getMemory(t *testing.T, c *Cache, s *source, id string) string {
 	t.Helper()
-	b, err := c.Memory(context.Background(), "image", id, s.memoryFill(id))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b, err := c.Memory(ctx, "image", id, s.memoryFill(id))
 	if err != nil {
 		t.Fatalf("memory %s: %v", id, err)
 	}
