@@ -126,6 +126,7 @@ func BenchmarkAPI(b *testing.B) {
 			fmt.Printf("  goal missed: p99 > 5 ms\n")
 		}
 	})
+	b.Run("cached/gallery_first_page_vs_healthz_concurrent_50", func(b *testing.B) { cachedGalleryVsHealthz(b, pool, d) })
 	b.Run("concurrent_50", func(b *testing.B) {
 		dur := 10 * time.Second
 		if v := os.Getenv("BENCH_API_DURATION"); v != "" {

@@ -24,17 +24,17 @@ func (s *Server) cachedGallery(w http.ResponseWriter, r *http.Request, id string
 	if c == nil {
 		return false
 	}
-	body, err := c.Gallery(r.Context(), id, limit, func(ctx context.Context, members int) ([]byte, []presencecache.Member, error) {
+	a, err := c.Gallery(r.Context(), id, limit, func(ctx context.Context, members int) (presencecache.Answer, []presencecache.Member, error) {
 		readAt := time.Now().UTC()
 		page, ms, err := s.readGallery(ctx, id, limit, nil, false, members)
 		if err != nil {
-			return nil, nil, err
+			return presencecache.Answer{}, nil, err
 		}
 		page.Gallery.Source, page.Gallery.AsOf = sourceMemory, &readAt
-		b, err := encodeAnswer(page)
-		return b, ms, err
+		a, err := encodeAnswer(page)
+		return a, ms, err
 	})
-	return s.answerCached(w, r, body, err)
+	return s.answerCached(w, r, a, err)
 }
 
 // cachedMemory answers a memory's presence through the cache; false means
@@ -44,21 +44,21 @@ func (s *Server) cachedMemory(w http.ResponseWriter, r *http.Request, typ, id st
 	if c == nil {
 		return false
 	}
-	body, err := c.Memory(r.Context(), typ, id, func(ctx context.Context) ([]byte, error) {
+	a, err := c.Memory(r.Context(), typ, id, func(ctx context.Context) (presencecache.Answer, error) {
 		readAt := time.Now().UTC()
-		a, err := s.readMemory(ctx, typ, id)
+		m, err := s.readMemory(ctx, typ, id)
 		if err != nil {
-			return nil, err
+			return presencecache.Answer{}, err
 		}
-		a.Source, a.AsOf = sourceMemory, &readAt
-		return encodeAnswer(a)
+		m.Source, m.AsOf = sourceMemory, &readAt
+		return encodeAnswer(m)
 	})
-	return s.answerCached(w, r, body, err)
+	return s.answerCached(w, r, a, err)
 }
 
 const sourceMemory = "memory"
 
-func (s *Server) answerCached(w http.ResponseWriter, r *http.Request, body []byte, err error) bool {
+func (s *Server) answerCached(w http.ResponseWriter, r *http.Request, a presencecache.Answer, err error) bool {
 	if errors.Is(err, presencecache.ErrInactive) {
 		return false
 	}
@@ -69,17 +69,17 @@ func (s *Server) answerCached(w http.ResponseWriter, r *http.Request, body []byt
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Content-Length", strconv.Itoa(len(a.Body)))
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body) // the client went away: nothing left to tell it
+	_, _ = w.Write(a.Body) // the client went away: nothing left to tell it
 	return true
 }
 
 // encodeAnswer encodes v as writeJSON does (with its final newline).
-func encodeAnswer(v any) ([]byte, error) {
+func encodeAnswer(v any) (presencecache.Answer, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return nil, err
+		return presencecache.Answer{}, err
 	}
-	return append(b, '\n'), nil
+	return presencecache.Answer{Body: append(b, '\n')}, nil
 }

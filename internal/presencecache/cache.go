@@ -37,8 +37,9 @@ var ErrInactive = errors.New("presence cache: not following the stream")
 type Config struct {
 	// MaxBytes bounds what the cache holds: answers' bytes plus the
 	// estimated cost of entries and of the cached galleries' membership
-	// index (default DefaultMaxBytes). One entry may take at most an eighth
-	// of it; a larger gallery or answer is served but not kept.
+	// index (default DefaultMaxBytes). One entry may take at most a quarter
+	// of it (at the default, a gallery of about 18,000 memories); a larger
+	// gallery or answer is served but not kept.
 	MaxBytes int64
 	// TTL is how long an answer is served after it was read from Postgres
 	// (default 2s). It bounds what the stream does not carry: gallery
@@ -60,15 +61,22 @@ type Member struct {
 	Type string
 }
 
+// Answer is an encoded answer, kept and served as it is.
+type Answer struct {
+	Body []byte
+}
+
+func (a Answer) size() int64 { return int64(len(a.Body)) }
+
 // GalleryFill reads a gallery's first page of limit items from Postgres and
 // encodes the answer. With members > 0 it also reads the gallery's members,
 // at most members+1 of them: more than members means the gallery is too large
 // to keep. A fill that returns an error caches nothing; the error goes to
 // every request that waited for it.
-type GalleryFill func(ctx context.Context, members int) (body []byte, ms []Member, err error)
+type GalleryFill func(ctx context.Context, members int) (a Answer, ms []Member, err error)
 
 // MemoryFill reads and encodes one memory's presence.
-type MemoryFill func(ctx context.Context) ([]byte, error)
+type MemoryFill func(ctx context.Context) (Answer, error)
 
 type mkey struct {
 	id  [16]byte
@@ -97,13 +105,13 @@ type gallery struct {
 }
 
 type page struct {
-	body    []byte
+	ans     Answer
 	expires time.Time
 }
 
 type memAnswer struct {
 	key     memKey
-	body    []byte
+	ans     Answer
 	expires time.Time
 	bytes   int64
 	elem    *list.Element
@@ -118,7 +126,7 @@ type fill struct {
 	changed    []mkey // memories invalidated while a members fill ran
 	overflow   bool   // too many of them to remember: stale
 	done       chan struct{}
-	body       []byte
+	ans        Answer
 	err        error
 }
 
@@ -165,7 +173,7 @@ func New(cfg Config, reg prometheus.Registerer) *Cache {
 	}
 	return &Cache{
 		cfg:       cfg,
-		maxEntry:  cfg.MaxBytes / 8,
+		maxEntry:  cfg.MaxBytes / 4,
 		ahead:     cfg.TTL / 4,
 		m:         newMetrics(reg),
 		galleries: map[string]*gallery{},
@@ -204,13 +212,13 @@ func (c *Cache) maxMembers() int {
 // Gallery answers the first page of limit items of gallery id from memory,
 // or through fill (shared with concurrent requests of the same page). It
 // returns ErrInactive while the cache does not follow the stream.
-func (c *Cache) Gallery(ctx context.Context, id string, limit int, fn GalleryFill) ([]byte, error) {
+func (c *Cache) Gallery(ctx context.Context, id string, limit int, fn GalleryFill) (Answer, error) {
 	now := time.Now()
 	key := fkey{gallery: id, limit: limit}
 	c.mu.Lock()
 	if !c.active {
 		c.mu.Unlock()
-		return nil, ErrInactive
+		return Answer{}, ErrInactive
 	}
 	g := c.galleries[id]
 	if g != nil && now.Before(g.readAt.Add(c.cfg.TTL)) {
@@ -221,10 +229,10 @@ func (c *Cache) Gallery(ctx context.Context, id string, limit int, fn GalleryFil
 				f := c.startGalleryFill(key, g, now)
 				go c.runGallery(context.Background(), f, fn)
 			}
-			body := p.body
+			a := p.ans
 			c.mu.Unlock()
 			c.m.galleryHit.Inc()
-			return body, nil
+			return a, nil
 		}
 	}
 	f := c.fills[key]
@@ -250,12 +258,12 @@ func (c *Cache) startGalleryFill(key fkey, g *gallery, now time.Time) *fill {
 	return f
 }
 
-func wait(ctx context.Context, f *fill) ([]byte, error) {
+func wait(ctx context.Context, f *fill) (Answer, error) {
 	select {
 	case <-f.done:
-		return f.body, f.err
+		return f.ans, f.err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return Answer{}, ctx.Err()
 	}
 }
 
@@ -270,7 +278,7 @@ func (c *Cache) runGallery(ctx context.Context, f *fill, fn GalleryFill) {
 	defer cancel()
 	start := time.Now()
 	var ms []Member
-	f.body, ms, f.err = safeGallery(ctx, fn, f.maxMembers)
+	f.ans, ms, f.err = safeGallery(ctx, fn, f.maxMembers)
 	c.m.fills.Inc()
 	c.mu.Lock()
 	if c.fills[f.key] == f {
@@ -283,7 +291,7 @@ func (c *Cache) runGallery(ctx context.Context, f *fill, fn GalleryFill) {
 	close(f.done)
 }
 
-func safeGallery(ctx context.Context, fn GalleryFill, members int) (body []byte, ms []Member, err error) {
+func safeGallery(ctx context.Context, fn GalleryFill, members int) (a Answer, ms []Member, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = fmt.Errorf("presence cache: gallery fill panicked: %v", v)
@@ -292,7 +300,7 @@ func safeGallery(ctx context.Context, fn GalleryFill, members int) (body []byte,
 	return fn(ctx, members)
 }
 
-func safeMemory(ctx context.Context, fn MemoryFill) (body []byte, err error) {
+func safeMemory(ctx context.Context, fn MemoryFill) (a Answer, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = fmt.Errorf("presence cache: memory fill panicked: %v", v)
@@ -309,7 +317,7 @@ func (c *Cache) storeGallery(f *fill, start time.Time, ms []Member) {
 		return
 	}
 	limit := f.key.limit
-	pg := &page{body: f.body, expires: start.Add(c.cfg.TTL)}
+	pg := &page{ans: f.ans, expires: start.Add(c.cfg.TTL)}
 	g := c.galleries[f.key.gallery]
 	if f.maxMembers > 0 {
 		if len(ms) > f.maxMembers {
@@ -340,7 +348,7 @@ func (c *Cache) storeGallery(f *fill, start time.Time, ms []Member) {
 				c.indexAdd(k, g)
 			}
 			g.bytes = entryCost + int64(len(keys))*memberCost
-			if g.bytes+pageCost+int64(len(pg.body)) > c.maxEntry {
+			if g.bytes+pageCost+pg.ans.size() > c.maxEntry {
 				c.removeIndex(g)
 				c.m.tooLarge.Inc()
 				return
@@ -357,10 +365,10 @@ func (c *Cache) storeGallery(f *fill, start time.Time, ms []Member) {
 		pg.expires = minTime(pg.expires, settled)
 	}
 	pg.expires = minTime(pg.expires, g.readAt.Add(c.cfg.TTL))
-	cost := pageCost + int64(len(pg.body))
+	cost := pageCost + pg.ans.size()
 	if old := g.pages[limit]; old != nil {
-		g.bytes -= pageCost + int64(len(old.body))
-		c.bytes -= pageCost + int64(len(old.body))
+		g.bytes -= pageCost + old.ans.size()
+		c.bytes -= pageCost + old.ans.size()
 	}
 	if g.bytes+cost > c.maxEntry {
 		delete(g.pages, limit)
@@ -412,14 +420,14 @@ func anyChanged(members, changed []mkey) bool {
 // Memory answers a memory's presence from memory, or through fill (shared
 // with concurrent requests of the same memory). It returns ErrInactive while
 // the cache does not follow the stream.
-func (c *Cache) Memory(ctx context.Context, typ, id string, fn MemoryFill) ([]byte, error) {
+func (c *Cache) Memory(ctx context.Context, typ, id string, fn MemoryFill) (Answer, error) {
 	now := time.Now()
 	k := memKey{typ: typ, id: id}
 	key := fkey{mem: k}
 	c.mu.Lock()
 	if !c.active {
 		c.mu.Unlock()
-		return nil, ErrInactive
+		return Answer{}, ErrInactive
 	}
 	if m := c.memories[k]; m != nil && now.Before(m.expires) {
 		c.lru.MoveToFront(m.elem)
@@ -427,10 +435,10 @@ func (c *Cache) Memory(ctx context.Context, typ, id string, fn MemoryFill) ([]by
 			f := c.startMemoryFill(key)
 			go c.runMemory(context.Background(), f, fn)
 		}
-		body := m.body
+		a := m.ans
 		c.mu.Unlock()
 		c.m.memoryHit.Inc()
-		return body, nil
+		return a, nil
 	}
 	f := c.fills[key]
 	if f == nil || f.stale || f.gen != c.gen {
@@ -452,7 +460,7 @@ func (c *Cache) runMemory(ctx context.Context, f *fill, fn MemoryFill) {
 	ctx, cancel := c.detach(ctx)
 	defer cancel()
 	start := time.Now()
-	f.body, f.err = safeMemory(ctx, fn)
+	f.ans, f.err = safeMemory(ctx, fn)
 	c.m.fills.Inc()
 	c.mu.Lock()
 	if c.fills[f.key] == f {
@@ -470,7 +478,7 @@ func (c *Cache) storeMemory(f *fill, start time.Time) {
 		c.m.discarded.Inc()
 		return
 	}
-	cost := entryCost + int64(len(f.body))
+	cost := entryCost + f.ans.size()
 	if cost > c.maxEntry {
 		c.m.tooLarge.Inc()
 		return
@@ -478,7 +486,7 @@ func (c *Cache) storeMemory(f *fill, start time.Time) {
 	if old := c.memories[f.key.mem]; old != nil {
 		c.removeMemory(old)
 	}
-	m := &memAnswer{key: f.key.mem, body: f.body, expires: start.Add(c.cfg.TTL), bytes: cost}
+	m := &memAnswer{key: f.key.mem, ans: f.ans, expires: start.Add(c.cfg.TTL), bytes: cost}
 	m.elem = c.lru.PushFront(m)
 	c.memories[m.key] = m
 	c.bytes += cost
@@ -580,7 +588,7 @@ func (c *Cache) holding(k mkey) []*gallery {
 // held.
 func (c *Cache) dropPages(g *gallery, now time.Time) {
 	for limit, p := range g.pages {
-		cost := pageCost + int64(len(p.body))
+		cost := pageCost + p.ans.size()
 		g.bytes -= cost
 		c.bytes -= cost
 		delete(g.pages, limit)

@@ -61,17 +61,17 @@ func (s *source) read(key string) []byte {
 }
 
 func (s *source) galleryFill(key string) GalleryFill {
-	return func(ctx context.Context, members int) ([]byte, []Member, error) {
-		body := s.read(key)
+	return func(ctx context.Context, members int) (Answer, []Member, error) {
+		a := Answer{Body: s.read(key)}
 		if members == 0 {
-			return body, nil, nil
+			return a, nil, nil
 		}
-		return body, s.members[:min(len(s.members), members+1)], nil
+		return a, s.members[:min(len(s.members), members+1)], nil
 	}
 }
 
 func (s *source) memoryFill(key string) MemoryFill {
-	return func(ctx context.Context) ([]byte, error) { return s.read(key), nil }
+	return func(ctx context.Context) (Answer, error) { return Answer{Body: s.read(key)}, nil }
 }
 
 func newCache(t *testing.T, cfg Config) *Cache {
@@ -85,22 +85,22 @@ func get(t *testing.T, c *Cache, s *source, gallery string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	b, err := c.Gallery(ctx, gallery, 50, s.galleryFill(gallery))
+	a, err := c.Gallery(ctx, gallery, 50, s.galleryFill(gallery))
 	if err != nil {
 		t.Fatalf("gallery %s: %v", gallery, err)
 	}
-	return string(b)
+	return string(a.Body)
 }
 
 func getMemory(t *testing.T, c *Cache, s *source, id string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	b, err := c.Memory(ctx, "image", id, s.memoryFill(id))
+	a, err := c.Memory(ctx, "image", id, s.memoryFill(id))
 	if err != nil {
 		t.Fatalf("memory %s: %v", id, err)
 	}
-	return string(b)
+	return string(a.Body)
 }
 
 func TestCache_HitAndMiss(t *testing.T) {
@@ -211,11 +211,11 @@ func TestCache_Singleflight(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b, err := c.Gallery(context.Background(), "g", 50, s.galleryFill("g"))
+			a, err := c.Gallery(context.Background(), "g", 50, s.galleryFill("g"))
 			if err != nil {
 				t.Error(err)
 			}
-			got[i] = string(b)
+			got[i] = string(a.Body)
 		}()
 	}
 	eventuallyTrue(t, "the first fill started", func() bool { return s.reads.Load() == 1 })
@@ -273,8 +273,8 @@ func TestCache_InvalidationRacesFill(t *testing.T) {
 			done := make(chan string)
 			before := s.reads.Load()
 			go func() {
-				b, _ := c.Gallery(context.Background(), "g", 50, s.galleryFill("g"))
-				done <- string(b)
+				a, _ := c.Gallery(context.Background(), "g", 50, s.galleryFill("g"))
+				done <- string(a.Body)
 			}()
 			eventuallyTrue(t, "the fill read", func() bool { return s.reads.Load() > before })
 			// The fill has read version 0; now the change commits and its
@@ -308,12 +308,12 @@ func TestCache_StaleJoin(t *testing.T) {
 	gate := make(chan struct{})
 	first := make(chan string)
 	go func() {
-		b, _ := c.Memory(context.Background(), "image", id, func(ctx context.Context) ([]byte, error) {
+		a, _ := c.Memory(context.Background(), "image", id, func(ctx context.Context) (Answer, error) {
 			v := s.read(id)
 			<-gate
-			return v, nil
+			return Answer{Body: v}, nil
 		})
-		first <- string(b)
+		first <- string(a.Body)
 	}()
 	eventuallyTrue(t, "the first fill read", func() bool { return s.reads.Load() == 1 })
 	s.change(id)
@@ -377,11 +377,11 @@ func TestCache_Bound(t *testing.T) {
 	t.Logf("%d galleries of 100 members cached in %d counted bytes; heap grew by %d", n, c.Bytes(), grown)
 }
 
-// TestCache_TooLarge: a gallery with more members than an eighth of the bound
+// TestCache_TooLarge: a gallery with more members than a quarter of the bound
 // allows is answered but not kept.
 func TestCache_TooLarge(t *testing.T) {
 	c := newCache(t, Config{MaxBytes: 64 << 10, TTL: time.Minute})
-	s := newSource(200) // 200 × memberCost > 8 KiB
+	s := newSource(200) // 200 × memberCost > 16 KiB
 	get(t, c, s, "big")
 	get(t, c, s, "big")
 	if n := s.reads.Load(); n != 2 {
@@ -414,11 +414,11 @@ func TestCache_Settle(t *testing.T) {
 func TestCache_FillErrorAndPanic(t *testing.T) {
 	c := newCache(t, Config{TTL: time.Minute})
 	boom := errors.New("not found")
-	_, err := c.Gallery(context.Background(), "g", 50, func(ctx context.Context, members int) ([]byte, []Member, error) { return nil, nil, boom })
+	_, err := c.Gallery(context.Background(), "g", 50, func(ctx context.Context, members int) (Answer, []Member, error) { return Answer{}, nil, boom })
 	if !errors.Is(err, boom) {
 		t.Fatalf("error %v", err)
 	}
-	_, err = c.Memory(context.Background(), "image", "x", func(ctx context.Context) ([]byte, error) { panic("kaput") })
+	_, err = c.Memory(context.Background(), "image", "x", func(ctx context.Context) (Answer, error) { panic("kaput") })
 	if err == nil {
 		t.Fatal("a panicking fill answered no error")
 	}

@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "edgesync_presence_cache_discarded_total", Help: "Fills not kept because an invalidation raced them (they were served to their waiting requests only).",
 		}),
 		tooLarge: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgesync_presence_cache_too_large_total", Help: "Fills not kept because the entry would take more than an eighth of the cache's bound.",
+			Name: "edgesync_presence_cache_too_large_total", Help: "Fills not kept because the entry would take more than a quarter of the cache's bound.",
 		}),
 		evictions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgesync_presence_cache_evictions_total", Help: "Entries evicted to keep the presence cache under EDGESYNC_PRESENCE_CACHE_BYTES.",
