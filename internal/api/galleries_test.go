@@ -193,8 +193,8 @@ func TestListGalleries_FiltersAndShape(t *testing.T) {
 
 	for q, want := range map[string][]string{
 		"summer":  {decoy, forever, summer}, // case-insensitive
-		"50% off": {summer},          // % is a character, not a wildcard
-		"off_":    {summer},          // and so is _
+		"50% off": {summer},                 // % is a character, not a wildcard
+		"off_":    {summer},                 // and so is _
 		"%":       {summer},
 		"nothing": nil,
 	} {
