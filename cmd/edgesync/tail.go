@@ -52,7 +52,12 @@ for gallery status, upload progress and reconcile reports.`,
 				url = embeddedNATSURL
 			}
 			opts := []natsgo.Option{natsgo.Name("edgesync-tail"), natsgo.Timeout(5 * time.Second),
-				natsgo.MaxReconnects(-1), natsgo.ReconnectWait(time.Second)}
+				natsgo.MaxReconnects(-1), natsgo.ReconnectWait(time.Second),
+				// A missing permission only shows as an asynchronous error:
+				// say it, or tail would wait silently.
+				natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) {
+					fmt.Fprintf(a.stderr, "edgesync: NATS: %v (the user needs the permissions in docs/consumers.md)\n", err)
+				})}
 			if cfg.NATSCredsFile != "" {
 				opts = append(opts, natsgo.UserCredentials(cfg.NATSCredsFile))
 			}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edgesync/edgesync/domain"
@@ -211,5 +213,41 @@ func TestTailCmd_ErrorsAreOneClearLine(t *testing.T) {
 				t.Fatalf("stderr leaks the password: %q", errOut)
 			}
 		})
+	}
+}
+
+// TestTailCmd_WithReadOnlyUser: the permissions docs/consumers.md lists
+// for a consumer are enough for tail.
+func TestTailCmd_WithReadOnlyUser(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ns := natstest.StartUsers(t,
+		&server.User{Username: "admin", Password: "adminpw123"},
+		&server.User{Username: "reader", Password: "readerpw123", Permissions: &server.Permissions{
+			Publish: &server.SubjectPermission{Allow: []string{"$JS.API.CONSUMER.*.EDGESYNC.>", "$JS.API.CONSUMER.MSG.NEXT.EDGESYNC.>",
+				"$JS.API.STREAM.INFO.EDGESYNC", "$JS.ACK.EDGESYNC.>"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+		}})
+	url := strings.Replace(ns.URL(), "nats://", "nats://admin:adminpw123@", 1)
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := natssink.EnsureStream(ctx, js, natssink.StreamConfig{Name: "EDGESYNC", SubjectPrefix: "edgesync"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := natssink.PublishSync(ctx, js, "edgesync.memory.note.created", "edgesync/0/1/0", []byte(`{"id":"edgesync/0/1/0","op":"created","memory_id":"0b3c8f3e-4a5e-4f7e-9a3c-1d2e3f4a5b6c","memory_type":"note"}`)); err != nil {
+		t.Fatal(err)
+	}
+	r := startTail(t, map[string]string{"EDGESYNC_NATS_URL": strings.Replace(ns.URL(), "nats://", "nats://reader:readerpw123@", 1)},
+		"--from-seq", "1", "--subject", "edgesync.memory.>")
+	lines := r.waitLines(t, 1)
+	if code := r.stop(t); code != 0 || !strings.Contains(lines[0], "memory.note.created op=created") {
+		t.Fatalf("exit %d, lines %q, stderr %s", code, lines, r.errOut.String())
 	}
 }
