@@ -38,10 +38,10 @@ func Subjects(prefix string) []string { return domain.Subjects{Prefix: prefix}.S
 // is left as its operator configured it (replicas, limits, dedupe window),
 // except that subjects none of its own cover are added and per-message TTLs
 // are allowed (both reported through Notify): upload progress is published
-// with a Nats-TTL header, which a stream without AllowMsgTTL rejects. A stream the daemon cannot work with (CheckStream's fatal
-// findings: a short dedupe window, the admin subject captured, memory
-// storage, ...) and subjects another stream holds are ErrStreamUnusable
-// with the fix.
+// with a Nats-TTL header, which a stream without AllowMsgTTL rejects. A
+// stream the daemon cannot work with (CheckStream's fatal findings: a short
+// dedupe window, the admin subject captured, memory storage, ...) and
+// subjects another stream holds are ErrStreamUnusable with the fix.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (jetstream.Stream, error) {
 	if c.Duplicates < 2*time.Minute {
 		c.Duplicates = 5 * time.Minute
