@@ -111,9 +111,7 @@ func ReconcileService(c config.Config, pool *pgxpool.Pool, log *zap.Logger) (svc
 		if err != nil {
 			log.Warn("NATS unreachable: this run's report is not published", zap.Error(err))
 		} else if js, err := jetstream.New(nc); err == nil {
-			rc.Publish = func(ctx context.Context, subject string, data []byte) error {
-				return natssink.PublishSync(ctx, js, subject, "", data)
-			}
+			rc.Publish = jsPublish(js)
 			closers = append(closers, nc.Close)
 		} else {
 			nc.Close()
