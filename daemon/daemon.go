@@ -200,9 +200,7 @@ func New(ctx context.Context, cfg config.Config, log *zap.Logger) (*Daemon, erro
 		}
 		rc.ICP = d.icp.Checker()
 	}
-	rc.Publish = func(ctx context.Context, subject string, data []byte) error {
-		return natssink.PublishSync(ctx, d.js, subject, "", data)
-	}
+	rc.Publish = jsPublish(d.js)
 	d.recon = reconcile.New(rc, d.pool, log.With(zap.String("component", "reconcile")), d.reg)
 	d.overview = newOverview(d.pool, d.reg, log)
 	d.overview.health = api.NewHealth(d.backendChecks(), 0, log)

@@ -99,6 +99,7 @@ func eventually(t testing.TB, within time.Duration, what string, cond func() (bo
 type streamMsg struct {
 	Subject string
 	MsgID   string
+	Header  nats.Header
 	Event   cdc.Event
 	Raw     []byte
 }
@@ -148,7 +149,7 @@ func readStream(t testing.TB, natsURL, stream string) []streamMsg {
 				t.Fatal(err)
 			}
 			last = meta.Sequence.Stream
-			sm := streamMsg{Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader), Raw: m.Data()}
+			sm := streamMsg{Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader), Header: m.Headers(), Raw: m.Data()}
 			if strings.Contains(sm.Subject, ".memory.") || strings.Contains(sm.Subject, ".edge.") {
 				if err := json.Unmarshal(sm.Raw, &sm.Event); err != nil {
 					t.Fatalf("message %d on %s is not an envelope: %v: %s", last, sm.Subject, err, sm.Raw)

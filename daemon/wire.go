@@ -74,8 +74,9 @@ func newMirror(d *Daemon) (*mirror.Mirror, error) {
 		Publish: func(subject string, data []byte) error {
 			// Core NATS (the stream captures sync.>): progress needs no ack
 			// and must not hold up the chunk senders. Every instance's SSE
-			// hub gets it back from the stream (internal/ssefeed).
-			return d.nc.Publish(subject, data)
+			// hub gets it back from the stream (internal/ssefeed). Its
+			// Nats-TTL lets the stream drop it long before the change events.
+			return d.nc.PublishMsg(natssink.ProgressMessage(subject, data, 0))
 		},
 	})
 }
@@ -110,9 +111,7 @@ func ReconcileService(c config.Config, pool *pgxpool.Pool, log *zap.Logger) (svc
 		if err != nil {
 			log.Warn("NATS unreachable: this run's report is not published", zap.Error(err))
 		} else if js, err := jetstream.New(nc); err == nil {
-			rc.Publish = func(ctx context.Context, subject string, data []byte) error {
-				return natssink.PublishSync(ctx, js, subject, "", data)
-			}
+			rc.Publish = jsPublish(js)
 			closers = append(closers, nc.Close)
 		} else {
 			nc.Close()

@@ -451,15 +451,36 @@ func (p *Pipeline) recordProgress(ctx context.Context, tr *cdc.Tracker) error {
 	}
 }
 
+// publishSlotLost tells consumers that changes may be missing from the
+// stream. It is the one event a consumer cannot afford to miss, so it is
+// retried until JetStream stores it (or ctx ends), before the pipeline
+// state is reset: with NATS down nothing else can be published either. Its
+// msg id (<slot>/slot_lost/<last confirmed LSN>) makes the retries, and a
+// repeat after a crash before the reset, one stored event.
 func (p *Pipeline) publishSlotLost(ctx context.Context, last cdc.LSN) {
 	body, err := json.Marshal(cdc.SlotLostEvent{Event: "slot_lost", Slot: p.cfg.Slot, LastConfirmedLSN: last.String(), DetectedAt: time.Now().UTC()})
 	if err != nil {
 		return
 	}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := natssink.PublishSync(cctx, p.js, domain.Subjects{Prefix: p.cfg.SubjectPrefix}.SlotLost(), "", body); err != nil {
-		p.log.Warn("publish slot_lost event", zap.Error(err))
+	subject := domain.Subjects{Prefix: p.cfg.SubjectPrefix}.SlotLost()
+	id := p.cfg.Slot + "/slot_lost/" + last.String()
+	wait := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := natssink.PublishSync(cctx, p.js, subject, id, body)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		if attempt == 1 || attempt%20 == 0 {
+			p.log.Warn("publish slot_lost event; retrying until NATS stores it", zap.Int("attempt", attempt), zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
 	}
 }
 

@@ -10,12 +10,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edgesync/edgesync/domain"
+	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/edgesync/edgesync/domain"
 )
 
 // Defaults applied by New to zero fields of Config.
@@ -55,8 +57,12 @@ type Config struct {
 	ICPBatch int
 	// SubjectPrefix is the first token of the completion subject.
 	SubjectPrefix string
-	// Publish sends the completion event; nil: not published.
-	Publish func(ctx context.Context, subject string, data []byte) error
+	// Publish sends the completion event with its msg id (the same for the
+	// same run, so a retried publish is stored once); nil: not published.
+	Publish func(ctx context.Context, subject, msgID string, data []byte) error
+	// PublishFor bounds how long a failing completion publish is retried
+	// (default 1 minute: a NATS failover or a short outage).
+	PublishFor time.Duration
 	// ICP checks edges present on icp-canister against the canister; nil:
 	// the check is off and icp_drift is 0.
 	ICP ICPChecker
@@ -399,11 +405,23 @@ func (s *Service) publish(ctx context.Context, run Run) {
 		return
 	}
 	data, err := json.Marshal(run)
-	if err == nil {
-		err = s.cfg.Publish(ctx, domain.Subjects{Prefix: s.cfg.SubjectPrefix}.ReconcileCompleted(), data)
-	}
 	if err != nil {
-		s.log.Warn("publish reconcile.completed", zap.String("run_id", run.ID), zap.Error(err))
+		s.log.Warn("encode reconcile.completed", zap.String("run_id", run.ID), zap.Error(err))
+		return
+	}
+	// Retried, with the run's id as msg id: one failed publish (a NATS
+	// failover) must not lose the report consumers wait for.
+	subject, msgID := domain.Subjects{Prefix: s.cfg.SubjectPrefix}.ReconcileCompleted(), "reconcile/"+run.ID+"/completed"
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval = 200*time.Millisecond, 5*time.Second
+	b.MaxElapsedTime = s.cfg.PublishFor
+	if b.MaxElapsedTime <= 0 {
+		b.MaxElapsedTime = time.Minute
+	}
+	err = backoff.Retry(func() error { return s.cfg.Publish(ctx, subject, msgID, data) }, backoff.WithContext(b, ctx))
+	if err != nil {
+		s.log.Warn("publish reconcile.completed: given up; the run's report stays in the database (GET /admin/reconcile/{run_id})",
+			zap.String("run_id", run.ID), zap.Error(err))
 	}
 }
 

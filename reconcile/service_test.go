@@ -114,7 +114,7 @@ func TestService_RunNow(t *testing.T) {
 			var mu sync.Mutex
 			s := e.service(func(c *Config) {
 				c.ICPEdgesOnDelete, c.ChunkSize = tc.policy, tc.chunk
-				c.Publish = func(_ context.Context, subject string, data []byte) error {
+				c.Publish = func(_ context.Context, subject, _ string, data []byte) error {
 					mu.Lock()
 					defer mu.Unlock()
 					published = append(published, subject+" "+string(data))
@@ -333,5 +333,38 @@ func TestService_RunNow_SchemaQualifiedAndCustomColumns(t *testing.T) {
 	wantReport(t, run.Report, Report{Missing: 3, Fixed: 3})
 	if n := e.int(`SELECT count(*) FROM storage_edges WHERE location = 'https://blob/p1' AND size_bytes IS NULL`); n != 1 {
 		t.Errorf("blob edge without a size column: %d", n)
+	}
+}
+
+// TestRun_CompletionRetriedWithOneMsgID: a publish that fails (a NATS
+// failover) is retried with the same msg id, so the report is not lost and
+// JetStream stores it once.
+func TestRun_CompletionRetriedWithOneMsgID(t *testing.T) {
+	e := newEnv(t)
+	var ids []string
+	s := e.service(func(c *Config) {
+		c.PublishFor = 10 * time.Second
+		c.Publish = func(_ context.Context, subject, msgID string, data []byte) error {
+			ids = append(ids, msgID)
+			if len(ids) < 3 {
+				return errors.New("nats: no responders available for request")
+			}
+			if !strings.HasSuffix(subject, ".reconcile.completed") || !strings.Contains(string(data), `"report"`) {
+				t.Errorf("published %s %s", subject, data)
+			}
+			return nil
+		}
+	})
+	run, err := s.RunNow(context.Background(), TriggerCLI, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 3 {
+		t.Fatalf("%d publish attempts, want 3 (two failures, then stored)", len(ids))
+	}
+	for _, id := range ids {
+		if id != "reconcile/"+run.ID+"/completed" {
+			t.Errorf("msg id %q, want one id per run", id)
+		}
 	}
 }

@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, lookup env, stdout, stderr io.Write
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return userError{fmt.Sprintf("%v (see `%s --help`)", err, c.CommandPath())}
 	})
-	root.AddCommand(a.versionCmd(), a.migrateCmd(), a.runCmd(), a.statusCmd(), a.reconcileCmd(), a.doctorCmd())
+	root.AddCommand(a.versionCmd(), a.migrateCmd(), a.runCmd(), a.statusCmd(), a.reconcileCmd(), a.doctorCmd(), a.tailCmd())
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
@@ -91,6 +91,20 @@ func (a *app) loadConfig() (config.Config, error) {
 		return c, userError{msg}
 	}
 	return c, nil
+}
+
+// loadConfigWithoutDB is loadConfig for commands that never open the
+// database (tail): EDGESYNC_DATABASE_URL may be unset.
+func (a *app) loadConfigWithoutDB() (config.Config, error) {
+	lookup := a.env
+	a.env = func(k string) (string, bool) {
+		if v, ok := lookup(k); ok || k != config.Env("database_url") {
+			return v, ok
+		}
+		return "postgres://unused.invalid/unused", true
+	}
+	defer func() { a.env = lookup }()
+	return a.loadConfig()
 }
 
 func (a *app) versionCmd() *cobra.Command {

@@ -171,7 +171,9 @@ func TestSyncStatus_WalkUnderConcurrentInserts(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for i := 0; ; i++ {
+		// Bounded: an unbounded writer can outrun a slow walk (-race, a busy
+		// machine), and a walk over a table that grows without end never ends.
+		for i := 0; i < 200; i++ {
 			select {
 			case <-stop:
 				return

@@ -23,12 +23,15 @@ var rules = map[string][]string{
 	"mirror":                 {"", "!cdc", "!domain", "!icp", "!reconcile"},          // the client, event types and the ICPChecker types it implements
 	"internal/icpreplica":    {"", "!icp"},                                           // the double: only the client's wire types
 	"cmd/icp-replica":        {"", "!internal/icpreplica"},
-	"daemon":                 {"cmd"},           // everything below it, never cmd
-	"internal":               {"cmd", "daemon"}, // helpers never reach up
-	"internal/ssefeed":       {"", "!domain"},   // the SSE feed: only the vocabulary (the hub is its own interface)
-	"internal/presencecache": {"", "!domain"},   // the presence cache: only the vocabulary (the API passes its reads in)
-	"bench":                  {"cmd"},           // benchmarks drive packages, not main
-	"deploy":                 {"cmd", "daemon"}, // manifests only
+	"daemon":                 {"cmd"},                        // everything below it, never cmd
+	"internal":               {"cmd", "daemon"},              // helpers never reach up
+	"internal/ssefeed":       {"", "!domain"},                // the SSE feed: only the vocabulary (the hub is its own interface)
+	"internal/presencecache": {"", "!domain"},                // the presence cache: only the vocabulary (the API passes its reads in)
+	"internal/tail":          {"", "!sinks/nats", "!domain"}, // `edgesync tail`: subject matching only; the command passes its options
+	"bench":                  {"cmd"},                        // benchmarks drive packages, not main
+	// Examples are what another service writes: nats.go only, nothing of ours.
+	"examples": {""},
+	"deploy":   {"cmd", "daemon"}, // manifests only
 	// The production-shape tests drive the built binary from outside.
 	"prodtest": {"", "!internal/natstest", "!internal/pgtest"},
 }
@@ -126,6 +129,11 @@ func TestForbidden(t *testing.T) {
 		{"internal/api", "internal/presencecache", false},
 		{"prodtest", "internal/pgtest", false},
 		{"prodtest", "daemon", true},
+		{"internal/tail", "sinks/nats", false},
+		{"internal/tail", "config", true},
+		{"internal/tail", "daemon", true},
+		{"examples/consumer", "cdc", true},
+		{"examples/consumer", "domain", true},
 	}
 	for _, c := range cases {
 		if got := forbidden(c.pkg, c.dep); got != c.want {

@@ -218,6 +218,24 @@ func TestChecks_MisconfiguredPostgres(t *testing.T) {
 		}
 		expect(t, checkMigrations(ctx, pgtest.NewEmpty(t)), Fail, "edgesync migrate")
 	})
+
+	t.Run("app schema outside public, on the search path", func(t *testing.T) {
+		// The pipeline and the API find galleries and gallery_items on the
+		// role's search path; the doctor must look where they look.
+		url := pgtest.NewEmpty(t)
+		exec(t, url, `CREATE SCHEMA app;
+			CREATE TYPE app.memory_type_t AS ENUM ('note');
+			CREATE TABLE app.galleries (id uuid PRIMARY KEY);
+			CREATE TABLE app.gallery_items (gallery_id uuid, memory_id uuid, memory_type app.memory_type_t);
+			CREATE TABLE app.notes (id uuid PRIMARY KEY)`)
+		notes := load(t, map[string]string{"EDGESYNC_TABLES": "notes=note"})
+		expect(t, checkAppSchema(ctx, connect(t, url), notes), Fail, "table galleries does not exist")
+		conn := connect(t, url)
+		if _, err := conn.Exec(ctx, "SET search_path = app"); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, checkAppSchema(ctx, conn, notes), Pass, "1 memory tables")
+	})
 }
 
 // TestChecks_MisconfiguredNATS: an unreachable server, streams the daemon

@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgesync/edgesync/cdc"
 	"github.com/edgesync/edgesync/config"
+	"github.com/edgesync/edgesync/domain"
 	"github.com/edgesync/edgesync/migrations"
 )
 
@@ -204,8 +205,11 @@ func checkAppSchema(ctx context.Context, db *pgx.Conn, cfg config.Config) Result
 			}
 		}
 	}
-	for _, c := range [][3]string{{"public.galleries", "id", "uuid"}, {"public.gallery_items", "gallery_id", "uuid"},
-		{"public.gallery_items", "memory_id", "uuid"}, {"public.gallery_items", "memory_type", "memory_type_t"}} {
+	// Unqualified, as the pipeline and the API name them: found on the role's
+	// search path, not only in public.
+	g, gi := domain.GalleriesTable, domain.GalleryItemsTable
+	for _, c := range [][3]string{{g, "id", "uuid"}, {gi, "gallery_id", "uuid"},
+		{gi, "memory_id", "uuid"}, {gi, "memory_type", "memory_type_t"}} {
 		if err := want(c[0], c[1], c[2]); err != nil {
 			return fail("app_schema", oneLine(err), "")
 		}

@@ -36,11 +36,12 @@ func Subjects(prefix string) []string { return domain.Subjects{Prefix: prefix}.S
 
 // EnsureStream creates the stream when it does not exist. An existing stream
 // is left as its operator configured it (replicas, limits, dedupe window),
-// except that subjects none of its own cover are added (and reported through
-// Notify). A stream the daemon cannot work with (CheckStream's fatal
-// findings: a short dedupe window, the admin subject captured, memory
-// storage, ...) and subjects another stream holds are ErrStreamUnusable
-// with the fix.
+// except that subjects none of its own cover are added and per-message TTLs
+// are allowed (both reported through Notify): upload progress is published
+// with a Nats-TTL header, which a stream without AllowMsgTTL rejects. A
+// stream the daemon cannot work with (CheckStream's fatal findings: a short
+// dedupe window, the admin subject captured, memory storage, ...) and
+// subjects another stream holds are ErrStreamUnusable with the fix.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (jetstream.Stream, error) {
 	if c.Duplicates < 2*time.Minute {
 		c.Duplicates = 5 * time.Minute
@@ -67,6 +68,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 			MaxBytes:    c.MaxBytes,
 			Duplicates:  c.Duplicates,
 			Discard:     jetstream.DiscardOld,
+			AllowMsgTTL: true, // upload progress expires on its own (ProgressTTL)
 		})
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			s, err = js.Stream(ctx, c.Name) // another instance created it meanwhile
@@ -96,8 +98,59 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 		if c.Notify != nil {
 			c.Notify(fmt.Sprintf("added the subjects %s to stream %s (it lacked them)", strings.Join(missing, ", "), c.Name))
 		}
+		cfg = s.CachedInfo().Config
+	}
+	if !cfg.AllowMsgTTL {
+		s = allowMsgTTL(ctx, js, s, c)
 	}
 	return s, nil
+}
+
+// allowMsgTTL turns on per-message TTLs of an existing stream (JetStream
+// allows turning them on, never off). It never fails EnsureStream: only
+// upload progress depends on it, and change events must not wait for it.
+// When it cannot, Notify says what is lost and how to fix it.
+func allowMsgTTL(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, c StreamConfig) jetstream.Stream {
+	notify := func(format string, args ...any) {
+		if c.Notify != nil {
+			c.Notify(fmt.Sprintf(format, args...))
+		}
+	}
+	cfg := s.CachedInfo().Config
+	cfg.AllowMsgTTL = true
+	updated, err := js.UpdateStream(ctx, cfg)
+	switch {
+	case err != nil:
+		notify("stream %s does not allow per-message TTLs and enabling them failed (%v): upload progress (%s) is not stored in the stream until you run `nats stream edit %s --allow-msg-ttl` (NATS 2.11 or later)",
+			c.Name, err, domain.Subjects{Prefix: c.SubjectPrefix}.SyncProgress(), c.Name)
+		return s
+	case !updated.CachedInfo().Config.AllowMsgTTL:
+		notify("stream %s: the NATS server ignores per-message TTLs (it is older than 2.11), so upload progress stays for the stream's MaxAge; upgrade NATS", c.Name)
+	default:
+		notify("allowed per-message TTLs on stream %s, so upload progress expires after %s (as `nats stream edit %s --allow-msg-ttl`; it cannot be turned off again)", c.Name, ProgressTTL, c.Name)
+	}
+	return updated
+}
+
+// ProgressTTL is how long an upload-progress message stays in the stream
+// (its Nats-TTL header). Progress is published up to four times a second per
+// upload and is stale within seconds; the change events keep the stream's
+// MaxAge. Ten minutes lets a consumer that was briefly away still see how
+// far an upload got.
+const ProgressTTL = 10 * time.Minute
+
+// ProgressMessage builds an upload-progress message: JSON, no msg id (a
+// lost or repeated progress message costs nothing), and a Nats-TTL header
+// so the stream drops it after ttl (ProgressTTL when ttl is 0; JetStream
+// counts whole seconds, at least one).
+func ProgressMessage(subject string, data []byte, ttl time.Duration) *natsgo.Msg {
+	if ttl <= 0 {
+		ttl = ProgressTTL
+	}
+	m := &natsgo.Msg{Subject: subject, Data: data, Header: make(natsgo.Header, 2)}
+	m.Header["Content-Type"] = []string{"application/json"}
+	m.Header[jetstream.MsgTTLHeader] = []string{ttl.String()}
+	return m
 }
 
 // Config of a Publisher and of the JetStream context it publishes on.

@@ -123,6 +123,9 @@ func CheckStream(cfg jetstream.StreamConfig, prefix string) []StreamFinding {
 	if cfg.Replicas < 3 {
 		warn("stream %s has %d replica(s): one NATS node's loss loses events; on a JetStream cluster use 3 (nats stream edit %s --replicas 3)", name, max(cfg.Replicas, 1), name)
 	}
+	if !cfg.AllowMsgTTL {
+		warn("stream %s does not allow per-message TTLs: upload progress is published with a Nats-TTL header (%s) and such a stream refuses it; `run` enables them when its user may update the stream, or run `nats stream edit %s --allow-msg-ttl`", name, ProgressTTL, name)
+	}
 	if cfg.MaxBytes <= 0 {
 		warn("stream %s has no size limit: a consumer-less stream grows until the NATS volume is full; set one (nats stream edit %s --max-bytes 10GB)", name, name)
 	}

@@ -89,8 +89,11 @@ func TestEnsureStream_OperatorMistakes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := st.CachedInfo().Config.Subjects; len(got) != 6 || len(notes) != 1 || !strings.Contains(notes[0], "cv.sync.>") {
+	if got := st.CachedInfo().Config.Subjects; len(got) != 6 || len(notes) != 2 || !strings.Contains(notes[0], "cv.sync.>") {
 		t.Errorf("subjects %v, notes %v: want only cv.sync.> added, and said", got, notes)
+	}
+	if !st.CachedInfo().Config.AllowMsgTTL || !strings.Contains(notes[len(notes)-1], "allowed per-message TTLs") {
+		t.Errorf("per-message TTLs not enabled on the existing stream, or not said: %v", notes)
 	}
 
 	create(jetstream.StreamConfig{Name: "MEM", Subjects: []string{"mem.memory.>"}, Storage: jetstream.MemoryStorage})
