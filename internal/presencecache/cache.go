@@ -280,12 +280,20 @@ func (c *Cache) runGallery(ctx context.Context, f *fill, fn GalleryFill) {
 	var ms []Member
 	f.ans, ms, f.err = safeGallery(ctx, fn, f.maxMembers)
 	c.m.fills.Inc()
+	// Packed outside the lock: a large gallery's members take a while.
+	var keys []mkey
+	if f.err == nil && f.maxMembers > 0 && len(ms) <= f.maxMembers {
+		keys = make([]mkey, len(ms))
+		for i, m := range ms {
+			keys[i] = mkey{id: m.ID, typ: typeIndex(m.Type)}
+		}
+	}
 	c.mu.Lock()
 	if c.fills[f.key] == f {
 		delete(c.fills, f.key)
 	}
 	if f.err == nil {
-		c.storeGallery(f, start, ms)
+		c.storeGallery(f, start, len(ms), keys)
 	}
 	c.mu.Unlock()
 	close(f.done)
@@ -309,9 +317,10 @@ func safeMemory(ctx context.Context, fn MemoryFill) (a Answer, err error) {
 	return fn(ctx)
 }
 
-// storeGallery keeps a finished gallery fill read since start, unless
-// something it read was invalidated meanwhile; the lock is held.
-func (c *Cache) storeGallery(f *fill, start time.Time, ms []Member) {
+// storeGallery keeps a finished gallery fill read since start (n members
+// read, packed in keys), unless something it read was invalidated meanwhile;
+// the lock is held.
+func (c *Cache) storeGallery(f *fill, start time.Time, n int, keys []mkey) {
 	if !c.active || f.stale || f.gen != c.gen {
 		c.m.discarded.Inc()
 		return
@@ -320,13 +329,9 @@ func (c *Cache) storeGallery(f *fill, start time.Time, ms []Member) {
 	pg := &page{ans: f.ans, expires: start.Add(c.cfg.TTL)}
 	g := c.galleries[f.key.gallery]
 	if f.maxMembers > 0 {
-		if len(ms) > f.maxMembers {
+		if n > f.maxMembers {
 			c.m.tooLarge.Inc()
 			return
-		}
-		keys := make([]mkey, len(ms))
-		for i, m := range ms {
-			keys[i] = mkey{id: m.ID, typ: typeIndex(m.Type)}
 		}
 		if f.overflow || anyChanged(keys, f.changed) {
 			c.m.discarded.Inc()
