@@ -2,11 +2,13 @@ package api
 
 import (
 	"context"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/edgesync/edgesync/internal/pgtest"
 	"github.com/edgesync/edgesync/internal/presencecache"
 )
 
@@ -227,4 +229,40 @@ func TestPresenceCache_RaceWithChanges(t *testing.T) {
 		t.Fatalf("only %d reads raced the changes", reads.Load())
 	}
 	t.Logf("%d reads raced 60 changes", reads.Load())
+}
+
+// BenchmarkPresenceCache_HitVsHealthz measures the server's own cost of a
+// cached first page of 50 against /healthz, in-process through the whole
+// middleware (no TCP): go test -run '^$' -bench HitVsHealthz ./internal/api/
+func BenchmarkPresenceCache_HitVsHealthz(b *testing.B) {
+	pool := pgtest.Pool(b, pgtest.New(b))
+	c := presencecache.New(presencecache.Config{TTL: time.Hour}, nil)
+	c.Following(true)
+	s := New(Config{Tables: defaultTables()}, Deps{Pool: pool, Presence: c})
+	ctx := context.Background()
+	var g string
+	if err := pool.QueryRow(ctx, `INSERT INTO galleries (owner_id, title) VALUES (gen_random_uuid(), 'g') RETURNING id::text`).Scan(&g); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `WITH n AS (INSERT INTO notes (owner_id, title, body) SELECT gen_random_uuid(), 't', 'b' FROM generate_series(1, 50) RETURNING id)
+		INSERT INTO gallery_items (gallery_id, memory_id, memory_type, position) SELECT $1, id, 'note', 1 FROM n`, g); err != nil {
+		b.Fatal(err)
+	}
+	h := s.Handler()
+	for _, r := range []struct{ name, path string }{
+		{"healthz", "/healthz"},
+		{"gallery_first_page_hit", "/api/galleries/" + g + "/presence?limit=50"},
+	} {
+		path := r.path
+		b.Run(r.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, httptest.NewRequest("GET", path, nil))
+				if w.Code != 200 {
+					b.Fatalf("%s: %d", path, w.Code)
+				}
+			}
+		})
+	}
 }
