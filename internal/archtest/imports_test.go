@@ -11,29 +11,32 @@ const module = "github.com/edgesync/edgesync"
 // rules: for a package prefix, the project packages it must not import.
 // Prefixes are relative to the module; the longest matching prefix wins.
 var rules = map[string][]string{
-	"domain":                 {""},                                                   // the vocabulary: a leaf
-	"cdc":                    {"", "!domain"},                                        // only the vocabulary
-	"config":                 {"", "!domain"},                                        // only the vocabulary
-	"migrations":             {""},                                                   // a leaf
-	"sinks/edges":            {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
-	"sinks/nats":             {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
-	"reconcile":              {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
-	"pipeline":               {"", "!cdc", "!domain", "!sinks/edges", "!sinks/nats"}, // the middle stage: cdc, the vocabulary and the sinks it feeds
-	"icp":                    {"", "!domain"},                                        // the canister client: no Postgres, no River, no pipeline
-	"mirror":                 {"", "!cdc", "!domain", "!icp", "!reconcile"},          // the client, event types and the ICPChecker types it implements
-	"internal/icpreplica":    {"", "!icp"},                                           // the double: only the client's wire types
-	"cmd/icp-replica":        {"", "!internal/icpreplica"},
-	"daemon":                 {"cmd"},                        // everything below it, never cmd
-	"internal":               {"cmd", "daemon"},              // helpers never reach up
-	"internal/ssefeed":       {"", "!domain"},                // the SSE feed: only the vocabulary (the hub is its own interface)
-	"internal/presencecache": {"", "!domain"},                // the presence cache: only the vocabulary (the API passes its reads in)
-	"internal/tail":          {"", "!sinks/nats", "!domain"}, // `edgesync tail`: subject matching only; the command passes its options
-	"bench":                  {"cmd"},                        // benchmarks drive packages, not main
+	"domain":              {""},                                                   // the vocabulary: a leaf
+	"cdc":                 {"", "!domain"},                                        // only the vocabulary
+	"config":              {"", "!domain"},                                        // only the vocabulary
+	"migrations":          {""},                                                   // a leaf
+	"sinks/edges":         {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
+	"sinks/nats":          {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
+	"reconcile":           {"", "!cdc", "!domain"},                                // only cdc (types) and the vocabulary
+	"pipeline":            {"", "!cdc", "!domain", "!sinks/edges", "!sinks/nats"}, // the middle stage: cdc, the vocabulary and the sinks it feeds
+	"icp":                 {"", "!domain"},                                        // the canister client: no Postgres, no River, no pipeline
+	"mirror":              {"", "!cdc", "!domain", "!icp", "!reconcile"},          // the client, event types and the ICPChecker types it implements
+	"internal/icpreplica": {"", "!icp"},                                           // the double: only the client's wire types
+	"cmd/icp-replica":     {"", "!internal/icpreplica"},
+	"daemon":              {"cmd"},                        // everything below it, never cmd
+	"internal":            {"cmd", "daemon"},              // helpers never reach up
+	"internal/ssefeed":    {"", "!domain"},                // the SSE feed: only the vocabulary (the hub is its own interface)
+	"internal/tail":       {"", "!sinks/nats", "!domain"}, // `edgesync tail`: subject matching only; the command passes its options
+	"bench":               {"cmd"},                        // benchmarks drive packages, not main
 	// Examples are what another service writes: nats.go only, nothing of ours.
 	"examples": {""},
 	"deploy":   {"cmd", "daemon"}, // manifests only
 	// The production-shape tests drive the built binary from outside.
 	"prodtest": {"", "!internal/natstest", "!internal/pgtest"},
+
+	// The presence cache: only the vocabulary (the API passes its reads in,
+	// the feed's invalidator is its interface).
+	"internal/presencecache": {"", "!domain"},
 }
 
 // forbidden reports whether pkg (module-relative) may not import dep.
