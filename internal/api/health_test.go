@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -13,7 +14,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/edgesync/edgesync/internal/pgtest"
@@ -129,6 +132,37 @@ func TestHealth_ReasonsWithoutConnectionDetails(t *testing.T) {
 	for _, l := range logs.FilterField(zap.String("backend", "nodb")).All() {
 		if !strings.Contains(l.ContextMap()["error"].(string), "db_secret_name") {
 			t.Errorf("the log lacks the driver's message: %v", l.ContextMap())
+		}
+	}
+}
+
+// TestAccessLog_Levels: successful reads (probes, presence at thousands a
+// second) log at debug; writes and failures at info, 5xx at warn.
+func TestAccessLog_Levels(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	s := &Server{log: zap.New(core), metrics: newMetrics(prometheus.NewRegistry())}
+	h := s.withAccessLog(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/missing":
+			w.WriteHeader(http.StatusNotFound)
+		case "/broken":
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}))
+	for _, tc := range []struct {
+		method, path string
+		want         zapcore.Level
+	}{
+		{http.MethodGet, "/api/galleries", zap.DebugLevel},
+		{http.MethodHead, "/healthz", zap.DebugLevel},
+		{http.MethodPut, "/api/storage/edges", zap.InfoLevel},
+		{http.MethodGet, "/missing", zap.InfoLevel},
+		{http.MethodGet, "/broken", zap.WarnLevel},
+	} {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(tc.method, tc.path, nil))
+		all := logs.TakeAll()
+		if len(all) != 1 || all[0].Level != tc.want {
+			t.Errorf("%s %s: logged %v, want one line at %s", tc.method, tc.path, all, tc.want)
 		}
 	}
 }

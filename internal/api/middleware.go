@@ -97,12 +97,16 @@ func (s *Server) withAccessLog(next http.Handler) http.Handler {
 			route = "unmatched"
 		}
 		s.metrics.observe(route, rec.status, d)
+		// Writes and failures at info, 5xx at warn; successful reads at
+		// debug: probes every few seconds and presence reads at thousands a
+		// second would drown the log (and cost more than the answer); their
+		// rate and latency are in edgesync_http_requests_total and _duration.
 		level := zap.InfoLevel
 		switch {
 		case rec.status >= 500:
 			level = zap.WarnLevel
-		case route == "GET /healthz" || route == "GET /readyz" || route == "GET /metrics":
-			level = zap.DebugLevel // probes every few seconds would drown the log
+		case rec.status < 400 && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+			level = zap.DebugLevel
 		}
 		if ce := s.log.Check(level, "http request"); ce != nil {
 			ce.Write(
