@@ -24,48 +24,9 @@ type ownWriter struct {
 	subjects domain.Subjects
 	rel      *cdc.Relation
 	buf      []byte
-	queue    chan ownBatch
 }
 
-type ownBatch struct {
-	w     edges.Written
-	pends []*cdc.Pending // per change: its source transaction (held open by one effect until published)
-}
-
-// written runs on the batcher's goroutine after the write committed: it
-// holds each change's source transaction open and queues the batch for run,
-// so the batcher writes the next batch while this one is published.
 func (o *ownWriter) written(ctx context.Context, wr edges.Written, pending func(id, typ string) *cdc.Pending) error {
-	pends := make([]*cdc.Pending, len(wr.Changes))
-	for i, c := range wr.Changes {
-		if p := pending(c.MemoryID, c.MemoryType); p != nil {
-			p.Add(1)
-			pends[i] = p
-		}
-	}
-	select {
-	case o.queue <- ownBatch{w: wr, pends: pends}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (o *ownWriter) run(ctx context.Context) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case b := <-o.queue:
-			if err := o.publish(ctx, b); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-func (o *ownWriter) publish(ctx context.Context, b ownBatch) error {
-	wr := b.w
 	if o.rel == nil {
 		cols, err := o.w.Columns(ctx)
 		if err != nil {
@@ -77,7 +38,7 @@ func (o *ownWriter) publish(ctx context.Context, b ownBatch) error {
 	now := time.Now()
 	txn := &cdc.Txn{Xid: wr.Xid, CommitLSN: wr.Anchor, CommitTime: now}
 	seen := map[string]int{}
-	for i, c := range wr.Changes {
+	for _, c := range wr.Changes {
 		k := c.MemoryID + "." + c.Artifact + "." + c.Backend
 		id := o.p.cfg.Slot + "/" + wr.Anchor.String() + "/" + k
 		if n := seen[k]; n > 0 {
@@ -88,12 +49,8 @@ func (o *ownWriter) publish(ctx context.Context, b ownBatch) error {
 		o.buf = cdc.AppendEvent(o.buf[:0], cdc.EventHeader{ID: id, Op: op, MemoryID: c.MemoryID, MemoryType: c.MemoryType,
 			Backend: c.Backend, Artifact: c.Artifact, Table: o.p.edgesTable, LSN: wr.Anchor, Txn: txn}, o.rel, c.Before, c.After, now)
 		data := clone(o.buf)
-		p := b.pends[i]
-		if err := o.pub.Publish(ctx, c.MemoryID, natssink.Message(o.subjects.Edge(c.Backend, op), id, data), p); err != nil {
+		if err := o.pub.Publish(ctx, c.MemoryID, natssink.Message(o.subjects.Edge(c.Backend, op), id, data), pending(c.MemoryID, c.MemoryType)); err != nil {
 			return err
-		}
-		if p != nil {
-			p.Done(1)
 		}
 		if h := o.p.hooks.EdgeChanged; h != nil {
 			h(EdgeEvent{ID: id, Data: data, Op: c.Op, MemoryID: c.MemoryID, MemoryType: c.MemoryType, Backend: c.Backend, Artifact: c.Artifact, SyncState: c.SyncState})

@@ -237,13 +237,12 @@ func (p *Pipeline) newSession(ctx context.Context) (*session, error) {
 	s := &session{p: p, pub: pub, queue: queue, errc: make(chan error, 8)}
 	s.writer = edges.NewWriter(p.pool, edges.Config{DeleteICPEdges: p.cfg.DeleteICPEdges})
 	s.batcher = edges.NewBatcher(s.writer, p.countEdges)
-	ow := &ownWriter{p: p, w: s.writer, pub: pub, subjects: domain.Subjects{Prefix: p.cfg.SubjectPrefix}, queue: make(chan ownBatch, 4)}
+	ow := &ownWriter{p: p, w: s.writer, pub: pub, subjects: domain.Subjects{Prefix: p.cfg.SubjectPrefix}}
 	s.batcher.MarkWrites(&edges.Mark{Prefix: p.ownPrefix(), Content: "1", Written: ow.written})
 	s.sinkCtx, s.stopSinks = context.WithCancel(context.WithoutCancel(ctx))
 	s.readCtx, s.stopRead = context.WithCancel(context.WithoutCancel(ctx))
 	s.spawn(&s.sinks, func() error { return pub.Run(s.sinkCtx) })
 	s.spawn(&s.sinks, func() error { return s.batcher.Run(s.sinkCtx) })
-	s.spawn(&s.sinks, func() error { return ow.run(s.sinkCtx) })
 	return s, nil
 }
 

@@ -13,10 +13,10 @@ import (
 // Change is one storage_edges row change a marked write made, with the row
 // images read in the write itself (text format, as pgoutput sends them).
 type Change struct {
-	Op                                      cdc.Op
+	Op                                     cdc.Op
 	MemoryID, MemoryType, Artifact, Backend string
-	SyncState                               string
-	Before, After                           cdc.Row
+	SyncState                              string
+	Before, After                          cdc.Row
 }
 
 // Written describes a committed marked write.
