@@ -134,8 +134,6 @@ type Txn struct {
 	End        LSN // end of the commit record (CommitMessage.TransactionEndLSN)
 	CommitTime time.Time
 	Origin     string // replication origin, if the writer set one
-	// Own is the content of the mark of an own edge write (ReaderConfig.OwnPrefix).
-	Own string
 }
 
 // Change is one row change (or a truncate of some relations).

@@ -44,10 +44,6 @@ type ReaderConfig struct {
 	// released by it (nil: unbounded; the channel's length still bounds the
 	// count).
 	Budget *Budget
-	// OwnPrefix is the prefix of the transactional logical message that marks
-	// the daemon's own edge writes ("" : none are marked). The changes of a
-	// marked transaction are counted but not handed to the consumer.
-	OwnPrefix string
 }
 
 // Reader owns one replication connection: it streams pgoutput (protocol 1,
@@ -242,14 +238,9 @@ func (r *Reader) handle(ctx context.Context, x pglogrepl.XLogData, out chan<- It
 	switch m := msg.(type) {
 	case *pglogrepl.RelationMessage:
 		r.relations[m.RelationID] = newRelation(m)
-	case *pglogrepl.LogicalDecodingMessage:
-		// Heartbeats (their transaction still begins and commits) and the
-		// marks of own writes, which arrive before the write's row changes.
-		if r.txn != nil && m.Transactional && r.cfg.OwnPrefix != "" && m.Prefix == r.cfg.OwnPrefix {
-			r.txn.Own = string(m.Content) // copied: Content aliases the receive buffer
-		}
-	case *pglogrepl.TypeMessage:
-		// Enums and domains arrive as text and are encoded as strings.
+	case *pglogrepl.TypeMessage, *pglogrepl.LogicalDecodingMessage:
+		// Types: enums and domains arrive as text and are encoded as strings.
+		// Messages: heartbeats; their transaction still begins and commits.
 	case *pglogrepl.OriginMessage:
 		if r.txn != nil {
 			r.txn.Origin = m.Name
@@ -299,10 +290,6 @@ func (r *Reader) handle(ctx context.Context, x pglogrepl.XLogData, out chan<- It
 func (r *Reader) change(ctx context.Context, out chan<- Item, op Op, relID uint32, old, new *pglogrepl.TupleData, lsn LSN) error {
 	if !r.inTxn {
 		return fmt.Errorf("%w: %s outside a transaction", ErrProtocol, op)
-	}
-	if r.txn.Own != "" {
-		r.index++ // published by the writer
-		return nil
 	}
 	rel, ok := r.relations[relID]
 	if !ok {

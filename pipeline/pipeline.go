@@ -237,8 +237,6 @@ func (p *Pipeline) newSession(ctx context.Context) (*session, error) {
 	s := &session{p: p, pub: pub, queue: queue, errc: make(chan error, 8)}
 	s.writer = edges.NewWriter(p.pool, edges.Config{DeleteICPEdges: p.cfg.DeleteICPEdges})
 	s.batcher = edges.NewBatcher(s.writer, p.countEdges)
-	ow := &ownWriter{p: p, w: s.writer, pub: pub, subjects: domain.Subjects{Prefix: p.cfg.SubjectPrefix}}
-	s.batcher.MarkWrites(&edges.Mark{Prefix: p.ownPrefix(), Content: "1", Written: ow.written})
 	s.sinkCtx, s.stopSinks = context.WithCancel(context.WithoutCancel(ctx))
 	s.readCtx, s.stopRead = context.WithCancel(context.WithoutCancel(ctx))
 	s.spawn(&s.sinks, func() error { return pub.Run(s.sinkCtx) })
@@ -318,7 +316,7 @@ func (s *session) setup(ctx context.Context, rc *pgconn.PgConn, slot cdc.SlotInf
 func (s *session) stream(ctx context.Context, rc *pgconn.PgConn, start cdc.LSN) error {
 	p := s.p
 	tracker := cdc.NewTracker(start)
-	reader := cdc.NewReader(cdc.ReaderConfig{Slot: p.cfg.Slot, Publication: p.cfg.Publication, StatusInterval: p.statusInterval(ctx), Budget: s.queue, OwnPrefix: p.ownPrefix()}, rc, tracker, p.log)
+	reader := cdc.NewReader(cdc.ReaderConfig{Slot: p.cfg.Slot, Publication: p.cfg.Publication, StatusInterval: p.statusInterval(ctx), Budget: s.queue}, rc, tracker, p.log)
 	items := make(chan cdc.Item, 1024)
 	s.spawn(&s.readers, func() error { return reader.Run(s.readCtx, 0, items) })
 	s.spawn(&s.readers, func() error { return p.consume(s.readCtx, items, tracker, s.queue, s.batcher, s.pub) })

@@ -58,10 +58,6 @@ type Writer struct {
 	pool     *pgxpool.Pool
 	backends []string
 	cfg      Config
-	// storage_edges' columns, resolved once for marked writes (Columns).
-	cols []cdc.Column
-	idx  map[string]int
-	sel  string
 }
 
 // NewWriter returns a writer on pool.
@@ -222,20 +218,7 @@ type Batcher struct {
 	w     *Writer
 	in    chan entry
 	stats func(Stats)
-	mark  *Mark
 }
-
-// Mark makes the batcher mark its writes (ApplyMarked) and hand their row
-// changes to Written, before the ops' transactions are told the write is
-// durable. Pending returns the transaction of a memory's last op in the
-// batch.
-type Mark struct {
-	Prefix, Content string
-	Written         func(ctx context.Context, w Written, pending func(memoryID, memoryType string) *cdc.Pending) error
-}
-
-// MarkWrites turns marking on; call it before Run.
-func (b *Batcher) MarkWrites(m *Mark) { b.mark = m }
 
 // NewBatcher returns a batcher; onStats (may be nil) sees every batch's counts.
 func NewBatcher(w *Writer, onStats func(Stats)) *Batcher {
@@ -276,21 +259,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 		if len(ops) == 0 {
 			return nil
 		}
-		var st Stats
-		var err error
-		if b.mark == nil {
-			st, err = b.w.Apply(ctx, ops)
-		} else {
-			var wr Written
-			wr, st, err = b.w.ApplyMarked(ctx, ops, b.mark.Prefix, b.mark.Content)
-			if err == nil {
-				last := make(map[key]*cdc.Pending, len(ops))
-				for i, op := range ops {
-					last[key{op.MemoryID, op.MemoryType}] = ps[i]
-				}
-				err = b.mark.Written(ctx, wr, func(id, typ string) *cdc.Pending { return last[key{id, typ}] })
-			}
-		}
+		st, err := b.w.Apply(ctx, ops)
 		if err != nil {
 			return err
 		}
