@@ -613,9 +613,11 @@ type latencyResult struct {
 // 10 changes every 5 ms: 8 image inserts, once warm also a URL update and a
 // delete of images inserted a second earlier) and measures, for each memory
 // event, the time from its commit (source.commit_time of the envelope, the
-// Postgres commit timestamp) to its delivery to an ordered JetStream consumer
-// in this process; and for each inserted image, from its commit to the
-// delivery of its metadata edge event. The first 2 s are warm-up.
+// Postgres commit timestamp) to the moment JetStream stored it (the stream's
+// timestamp of the message: the server acks the publish once stored) and to
+// its delivery to an ordered JetStream consumer in this process; and for
+// each inserted image, from its commit to the delivery of its metadata edge
+// event. The first 2 s are warm-up.
 func latency(b *testing.B, pool *pgxpool.Pool, js jetstream.JetStream, d *daemonProc) latencyResult {
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
