@@ -45,6 +45,7 @@ type pipelineSpec struct {
 type roundResult struct {
 	took    time.Duration
 	changes int
+	pgCPU   time.Duration // the whole cluster, walsenders included
 	per     []pipelineResult
 }
 
@@ -81,6 +82,7 @@ func runScaleOut(b *testing.B) {
 			fmt.Printf("    | %-34s | %8s | %11s | %7.2f s / %8.2f s | %9.2f s | %11.2f s | %5.1f MiB |\n", "  "+p.name, "", "", p.pastLoad.Seconds(), p.done.Seconds(), p.daemonCPU.Seconds(), p.walsCPU.Seconds(), float64(p.peakRSS)/1024)
 		}
 	}
+	fmt.Printf("    Postgres CPU (whole cluster, walsenders included): one pipeline %.2f s, two pipelines %.2f s\n", one.pgCPU.Seconds(), two.pgCPU.Seconds())
 	fmt.Printf("    ratio two together / one = %.2f (goal >= 0.9)\n", ratio)
 	b.ReportMetric(rate(one), "one-changes/s")
 	b.ReportMetric(rate(two), "two-changes/s")
@@ -125,6 +127,9 @@ func round(b *testing.B, cluster *pgtest.Cluster, bin string, ts []table, specs 
 	for _, n := range want {
 		wantTotal += n
 	}
+	var backend int
+	mustScan(b, pool, `SELECT pg_backend_pid()`, &backend)
+	pg0 := benchdata.PostgresCPU(backend)
 	var procs []*daemonProc
 	for _, s := range specs {
 		procs = append(procs, startDaemon(b, bin, dbURL, ns.URL(), s))
@@ -177,6 +182,7 @@ func round(b *testing.B, cluster *pgtest.Cluster, bin string, ts []table, specs 
 		time.Sleep(10 * time.Millisecond)
 	}
 	res.took = time.Since(started)
+	res.pgCPU = benchdata.PostgresCPU(backend) - pg0
 	got := streamSubjects(b, js)
 	for s, n := range want {
 		if got[s] != n {
@@ -187,7 +193,8 @@ func round(b *testing.B, cluster *pgtest.Cluster, bin string, ts []table, specs 
 		res.per[i].peakRSS, _ = benchdata.ProcMemory(p.pid())
 		p.stop()
 	}
-	fmt.Printf("scale-out bench: %d pipeline(s): %d changes, %d events in %.3f s\n", len(specs), res.changes, wantTotal, res.took.Seconds())
+	fmt.Printf("scale-out bench: %d pipeline(s): %d changes, %d events in %.3f s; Postgres CPU %.2f s (walsenders included)\n",
+		len(specs), res.changes, wantTotal, res.took.Seconds(), res.pgCPU.Seconds())
 	return res
 }
 

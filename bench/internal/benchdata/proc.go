@@ -81,3 +81,43 @@ func BuildEdgesync(dir string) (string, error) {
 	}
 	return out, nil
 }
+
+// PostgresCPU is the CPU time of a whole Postgres cluster so far: the
+// postmaster with its reaped children, plus every live child. backend is
+// the pid of any session of the cluster (pg_backend_pid()).
+func PostgresCPU(backend int) time.Duration {
+	post := parentPID(backend)
+	if post <= 1 {
+		return 0
+	}
+	total := ProcCPU(post, true)
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == post {
+			continue
+		}
+		if parentPID(pid) == post {
+			total += ProcCPU(pid, false)
+		}
+	}
+	return total
+}
+
+func parentPID(pid int) int {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(raw)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
+}
