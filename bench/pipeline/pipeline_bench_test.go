@@ -1002,43 +1002,10 @@ func pgCPUMeter(b *testing.B, pool *pgxpool.Pool) func() time.Duration {
 	b.Helper()
 	var backend int
 	mustScan(b, pool, `SELECT pg_backend_pid()`, &backend)
-	post := ppid(backend)
-	if post <= 1 {
-		return func() time.Duration { return 0 }
-	}
-	return func() time.Duration {
-		total := procCPU(post, true)
-		ents, _ := os.ReadDir("/proc")
-		for _, e := range ents {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil || pid == post {
-				continue
-			}
-			if ppid(pid) == post {
-				total += procCPU(pid, false)
-			}
-		}
-		return total
-	}
+	return func() time.Duration { return benchdata.PostgresCPU(backend) }
 }
 
-func ppid(pid int) int {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(raw)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 2 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[1])
-	return n
-}
+func ppid(pid int) int { return benchdata.ParentPID(pid) }
 
 // pgSnapshot is the CPU time of each Postgres process, with what it is.
 type pgSnapshot struct {

@@ -86,7 +86,7 @@ func BuildEdgesync(dir string) (string, error) {
 // postmaster with its reaped children, plus every live child. backend is
 // the pid of any session of the cluster (pg_backend_pid()).
 func PostgresCPU(backend int) time.Duration {
-	post := parentPID(backend)
+	post := ParentPID(backend)
 	if post <= 1 {
 		return 0
 	}
@@ -97,14 +97,15 @@ func PostgresCPU(backend int) time.Duration {
 		if err != nil || pid == post {
 			continue
 		}
-		if parentPID(pid) == post {
+		if ParentPID(pid) == post {
 			total += ProcCPU(pid, false)
 		}
 	}
 	return total
 }
 
-func parentPID(pid int) int {
+// ParentPID is the parent of a process (0 when unknown).
+func ParentPID(pid int) int {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
