@@ -1002,7 +1002,8 @@ func pgCPUMeter(b *testing.B, pool *pgxpool.Pool) func() time.Duration {
 	b.Helper()
 	var backend int
 	mustScan(b, pool, `SELECT pg_backend_pid()`, &backend)
-	return func() time.Duration { return benchdata.PostgresCPU(backend) }
+	post := ppid(backend)
+	return func() time.Duration { return benchdata.PostgresCPU(post) }
 }
 
 func ppid(pid int) int { return benchdata.ParentPID(pid) }

@@ -127,9 +127,10 @@ func round(b *testing.B, cluster *pgtest.Cluster, bin string, ts []table, specs 
 	for _, n := range want {
 		wantTotal += n
 	}
-	var backend int
+	var backend int // any session: its parent is the postmaster
 	mustScan(b, pool, `SELECT pg_backend_pid()`, &backend)
-	pg0 := benchdata.PostgresCPU(backend)
+	post := benchdata.ParentPID(backend)
+	pg0 := benchdata.PostgresCPU(post)
 	var procs []*daemonProc
 	for _, s := range specs {
 		procs = append(procs, startDaemon(b, bin, dbURL, ns.URL(), s))
@@ -182,7 +183,7 @@ func round(b *testing.B, cluster *pgtest.Cluster, bin string, ts []table, specs 
 		time.Sleep(10 * time.Millisecond)
 	}
 	res.took = time.Since(started)
-	res.pgCPU = benchdata.PostgresCPU(backend) - pg0
+	res.pgCPU = benchdata.PostgresCPU(post) - pg0
 	got := streamSubjects(b, js)
 	for s, n := range want {
 		if got[s] != n {

@@ -83,10 +83,9 @@ func BuildEdgesync(dir string) (string, error) {
 }
 
 // PostgresCPU is the CPU time of a whole Postgres cluster so far: the
-// postmaster with its reaped children, plus every live child. backend is
-// the pid of any session of the cluster (pg_backend_pid()).
-func PostgresCPU(backend int) time.Duration {
-	post := ParentPID(backend)
+// postmaster with its reaped children, plus every live child. The
+// postmaster is the parent of any session (ParentPID of pg_backend_pid()).
+func PostgresCPU(post int) time.Duration {
 	if post <= 1 {
 		return 0
 	}
