@@ -1,9 +1,13 @@
 package reconcilebench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/url"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -41,14 +45,16 @@ const (
 
 func BenchmarkReconcile_Million(b *testing.B) {
 	ctx := context.Background()
-	srcURL := pgtest.New(b)
+	cluster := statsCluster(b)
+	srcURL := cluster.NewDB(b)
 	start := time.Now()
 	load(b, srcURL)
-	yardURL := copyDB(b, srcURL, "_yard")
-	wholeURL := copyDB(b, srcURL, "_whole")
+	yardURL := copyDB(b, cluster, srcURL, "_yard")
+	wholeURL := copyDB(b, cluster, srcURL, "_whole")
 	fmt.Printf("reconcile bench: loaded 1,000,000 memories with their edges and 1%% damage of each kind, and two copies, in %s\n", time.Since(start).Round(time.Second))
 
 	svcPool := open(b, srcURL)
+	mustExec(b, svcPool, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`)
 	yard := open(b, yardURL)
 	whole := open(b, wholeURL)
 	svc := reconcile.New(reconcile.Config{Tables: referenceTables()}, svcPool, nil, nil)
@@ -79,6 +85,7 @@ func BenchmarkReconcile_Million(b *testing.B) {
 		// Two ways to write the plain repair, each on its own copy: three
 		// statements per memory table, or three statements over all of
 		// them. The faster is the yardstick.
+		logFrom := len(cluster.Log()) // the plans of the fixing statements only
 		t0 = time.Now()
 		fixed := plainFixPerTable(b, yard)
 		perTable := time.Since(t0)
@@ -90,6 +97,7 @@ func BenchmarkReconcile_Million(b *testing.B) {
 		}
 		plainFixTime := min(perTable, wholeTime)
 
+		mustExec(b, svcPool, `SELECT pg_stat_statements_reset()`)
 		t0 = time.Now()
 		run, err := svc.RunNow(ctx, reconcile.TriggerCLI, false, nil)
 		if err != nil {
@@ -100,6 +108,10 @@ func BenchmarkReconcile_Million(b *testing.B) {
 			b.Fatalf("the run fixed %d rows, the plain statements %d", run.Report.Fixed, fixed)
 		}
 
+		fmt.Printf("reconcile bench: where the fixing run's time went (pg_stat_statements, its database):\n%s", topStatements(b, svcPool))
+		if os.Getenv("BENCH_RECONCILE_EXPLAIN") != "" {
+			fmt.Printf("reconcile bench: plans of its slowest statements (auto_explain, analyze):\n%s", slowPlans(cluster.Log()[logFrom:], 6))
+		}
 		b.ReportMetric(svcFix.Seconds(), "fix-s")
 		b.ReportMetric(plainFixTime.Seconds(), "plain-fix-s")
 		b.ReportMetric(svcFix.Seconds()/plainFixTime.Seconds(), "fix-ratio")
@@ -111,6 +123,98 @@ func BenchmarkReconcile_Million(b *testing.B) {
 			fixed, svcFix.Round(time.Millisecond), plainFixTime.Round(time.Millisecond), svcFix.Seconds()/plainFixTime.Seconds(),
 			svcDry.Round(time.Millisecond), plainDry.Round(time.Millisecond), svcDry.Seconds()/plainDry.Seconds())
 	}
+}
+
+// statsCluster starts the benchmark's own cluster with pg_stat_statements
+// (where reconcile's time goes) and, with BENCH_RECONCILE_EXPLAIN set,
+// auto_explain logging the analysed plan of every statement over 100 ms.
+func statsCluster(b *testing.B) *pgtest.Cluster {
+	b.Helper()
+	ctx := context.Background()
+	cluster := pgtest.StartCluster(b)
+	setup := []string{`ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'`}
+	if os.Getenv("BENCH_RECONCILE_EXPLAIN") != "" {
+		setup = []string{`LOAD 'auto_explain'`, `ALTER SYSTEM SET shared_preload_libraries = pg_stat_statements, auto_explain`,
+			`ALTER SYSTEM SET auto_explain.log_min_duration = '100ms'`,
+			`ALTER SYSTEM SET auto_explain.log_analyze = on`,
+			`ALTER SYSTEM SET auto_explain.log_buffers = on`,
+			`ALTER SYSTEM SET auto_explain.log_nested_statements = on`}
+	}
+	admin, err := pgx.Connect(ctx, cluster.URL("postgres"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, q := range setup {
+		if _, err := admin.Exec(ctx, q); err != nil {
+			b.Fatalf("%s: %v", q, err)
+		}
+	}
+	admin.Close(ctx)
+	if err := cluster.Restart(false); err != nil {
+		b.Fatal(err)
+	}
+	return cluster
+}
+
+func mustExec(b *testing.B, p *pgxpool.Pool, sql string) {
+	b.Helper()
+	if _, err := p.Exec(context.Background(), sql); err != nil {
+		b.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// topStatements lists the statements of the pool's database with the most
+// execution time since the last reset.
+func topStatements(b *testing.B, p *pgxpool.Pool) string {
+	b.Helper()
+	mustExec(b, p, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`)
+	rows, err := p.Query(context.Background(), `SELECT calls, total_exec_time, rows, regexp_replace(left(query, 140), '\s+', ' ', 'g')
+		FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		ORDER BY total_exec_time DESC LIMIT 8`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rows.Close()
+	var out strings.Builder
+	fmt.Fprintf(&out, "    %8s %10s %10s %9s  %s\n", "calls", "total ms", "ms/call", "rows", "query")
+	for rows.Next() {
+		var calls, n int64
+		var total float64
+		var q string
+		if err := rows.Scan(&calls, &total, &n, &q); err != nil {
+			b.Fatal(err)
+		}
+		fmt.Fprintf(&out, "    %8d %10.0f %10.2f %9d  %s\n", calls, total, total/float64(max(calls, 1)), n, q)
+	}
+	return out.String()
+}
+
+// slowPlans picks the n slowest auto_explain entries from the server log.
+func slowPlans(log string, n int) string {
+	type entry struct {
+		ms   float64
+		text string
+	}
+	var all []entry
+	for _, e := range strings.Split(log, "LOG:  duration: ")[1:] {
+		if j := strings.Index(e, "\n20"); j > 0 { // the next log line
+			e = e[:j]
+		}
+		ms, _ := strconv.ParseFloat(strings.Fields(e)[0], 64)
+		all = append(all, entry{ms, e})
+	}
+	slices.SortFunc(all, func(a, b entry) int { return cmp.Compare(b.ms, a.ms) })
+	var out strings.Builder
+	for i, e := range all {
+		if i == n {
+			break
+		}
+		out.WriteString("duration: " + e.text + "\n")
+	}
+	if out.Len() == 0 {
+		return "(no auto_explain entry in the server log)\n"
+	}
+	return out.String()
 }
 
 func referenceTables() []domain.Table {
@@ -196,7 +300,7 @@ func load(b *testing.B, u string) {
 
 // copyDB clones the loaded database file by file (CREATE DATABASE …
 // TEMPLATE), so the yardstick starts from exactly the same data and layout.
-func copyDB(b *testing.B, src, suffix string) string {
+func copyDB(b *testing.B, cl *pgtest.Cluster, src, suffix string) string {
 	b.Helper()
 	ctx := context.Background()
 	u, err := url.Parse(src)
@@ -204,7 +308,6 @@ func copyDB(b *testing.B, src, suffix string) string {
 		b.Fatal(err)
 	}
 	name := strings.TrimPrefix(u.Path, "/")
-	cl := pgtest.Shared(b)
 	admin, err := pgx.Connect(ctx, cl.URL("postgres"))
 	if err != nil {
 		b.Fatal(err)
