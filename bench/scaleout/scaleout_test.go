@@ -87,14 +87,18 @@ func TestScaleOut_TwoPipelinesPublishEveryEventOnce(t *testing.T) {
 		}
 		startInProcess(t, cfg)
 	}
-	// Both pipelines stream before anything is written (their snapshots
-	// are empty, so every change reaches them through their slots).
-	waitFor(t, 60*time.Second, "both slots in use", func() (bool, string) {
+	// Both pipelines stream before anything is written: their snapshots are
+	// done, so every later change reaches them through their slots. (A slot
+	// shows as active already while it is being created; a row committed
+	// before its consistent point is the snapshot's, which gives it edges
+	// but, with snapshot events off, no memory event.)
+	waitFor(t, 60*time.Second, "both pipelines streaming", func() (bool, string) {
 		var n int
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name IN ('edgesync_media', 'edgesync_docs') AND active`).Scan(&n); err != nil {
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM edgesync_pipeline_state p JOIN pg_replication_slots s ON s.slot_name = p.slot
+			WHERE p.slot IN ('edgesync_media', 'edgesync_docs') AND p.snapshot_state = 'done' AND s.active`).Scan(&n); err != nil {
 			return false, err.Error()
 		}
-		return n == 2, "active slots: " + strconv.Itoa(n)
+		return n == 2, "streaming: " + strconv.Itoa(n)
 	})
 
 	ts := workload(0.004) // 60 inserts per media table, 40 notes, 20 updates and up to 20 deletes each: 400 changes
