@@ -1,9 +1,13 @@
 package reconcilebench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/url"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -41,18 +45,23 @@ const (
 
 func BenchmarkReconcile_Million(b *testing.B) {
 	ctx := context.Background()
-	srcURL := pgtest.New(b)
+	cluster := statsCluster(b)
+	srcURL := cluster.NewDB(b)
 	start := time.Now()
 	load(b, srcURL)
-	yardURL := copyDB(b, srcURL)
-	fmt.Printf("reconcile bench: loaded 1,000,000 memories with their edges and 1%% damage of each kind, and a copy, in %s\n", time.Since(start).Round(time.Second))
+	yardURL := copyDB(b, cluster, srcURL, "_yard")
+	wholeURL := copyDB(b, cluster, srcURL, "_whole")
+	fmt.Printf("reconcile bench: loaded 1,000,000 memories with their edges and 1%% damage of each kind, and two copies, in %s\n", time.Since(start).Round(time.Second))
 
 	svcPool := open(b, srcURL)
+	mustExec(b, svcPool, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`)
 	yard := open(b, yardURL)
+	whole := open(b, wholeURL)
 	svc := reconcile.New(reconcile.Config{Tables: referenceTables()}, svcPool, nil, nil)
 
 	// One untimed pass over both copies, so neither side pays for a cold cache.
 	plainDetect(b, yard)
+	plainDetect(b, whole)
 	if _, err := svc.RunNow(ctx, reconcile.TriggerCLI, true, nil); err != nil {
 		b.Fatal(err)
 	}
@@ -73,10 +82,22 @@ func BenchmarkReconcile_Million(b *testing.B) {
 			b.Fatalf("dry run found %v, the plain queries %v, the damage was %v", got, want, [3]int64{orphanEdges, missingEdges, driftEdges})
 		}
 
+		// Two ways to write the plain repair, each on its own copy: three
+		// statements per memory table, or three statements over all of
+		// them. The faster is the yardstick.
+		logFrom := len(cluster.Log()) // the plans of the fixing statements only
 		t0 = time.Now()
-		fixed := plainFix(b, yard)
-		plainFixTime := time.Since(t0)
+		fixed := plainFixPerTable(b, yard)
+		perTable := time.Since(t0)
+		t0 = time.Now()
+		fixedWhole := plainFixWhole(b, whole)
+		wholeTime := time.Since(t0)
+		if fixedWhole != fixed {
+			b.Fatalf("the plain statements per table fixed %d rows, over all tables %d", fixed, fixedWhole)
+		}
+		plainFixTime := min(perTable, wholeTime)
 
+		mustExec(b, svcPool, `SELECT pg_stat_statements_reset()`)
 		t0 = time.Now()
 		run, err := svc.RunNow(ctx, reconcile.TriggerCLI, false, nil)
 		if err != nil {
@@ -87,16 +108,113 @@ func BenchmarkReconcile_Million(b *testing.B) {
 			b.Fatalf("the run fixed %d rows, the plain statements %d", run.Report.Fixed, fixed)
 		}
 
+		fmt.Printf("reconcile bench: where the fixing run's time went (pg_stat_statements, its database):\n%s", topStatements(b, svcPool))
+		if os.Getenv("BENCH_RECONCILE_EXPLAIN") != "" {
+			fmt.Printf("reconcile bench: plans of its slowest statements (auto_explain, analyze):\n%s", slowPlans(cluster.Log()[logFrom:], 6))
+		}
 		b.ReportMetric(svcFix.Seconds(), "fix-s")
 		b.ReportMetric(plainFixTime.Seconds(), "plain-fix-s")
 		b.ReportMetric(svcFix.Seconds()/plainFixTime.Seconds(), "fix-ratio")
 		b.ReportMetric(svcDry.Seconds(), "dry-s")
 		b.ReportMetric(plainDry.Seconds(), "plain-dry-s")
 		b.ReportMetric(svcDry.Seconds()/plainDry.Seconds(), "dry-ratio")
+		fmt.Printf("reconcile bench: plain repair: 3 statements per table %s, 3 statements over all tables %s\n", perTable.Round(time.Millisecond), wholeTime.Round(time.Millisecond))
 		fmt.Printf("reconcile bench: 1,000,000 memories, %d damaged edges: fixing run %s vs plain SQL %s = %.2fx (goal <= 1.5x); dry run %s vs plain detection %s = %.2fx (goal < 3x)\n",
 			fixed, svcFix.Round(time.Millisecond), plainFixTime.Round(time.Millisecond), svcFix.Seconds()/plainFixTime.Seconds(),
 			svcDry.Round(time.Millisecond), plainDry.Round(time.Millisecond), svcDry.Seconds()/plainDry.Seconds())
 	}
+}
+
+// statsCluster starts the benchmark's own cluster with pg_stat_statements
+// (where reconcile's time goes) and, with BENCH_RECONCILE_EXPLAIN set,
+// auto_explain logging the analysed plan of every statement over 100 ms.
+func statsCluster(b *testing.B) *pgtest.Cluster {
+	b.Helper()
+	ctx := context.Background()
+	cluster := pgtest.StartCluster(b)
+	setup := []string{`ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'`}
+	if os.Getenv("BENCH_RECONCILE_EXPLAIN") != "" {
+		setup = []string{`LOAD 'auto_explain'`, `ALTER SYSTEM SET shared_preload_libraries = pg_stat_statements, auto_explain`,
+			`ALTER SYSTEM SET auto_explain.log_min_duration = '100ms'`,
+			`ALTER SYSTEM SET auto_explain.log_analyze = on`,
+			`ALTER SYSTEM SET auto_explain.log_buffers = on`,
+			`ALTER SYSTEM SET auto_explain.log_nested_statements = on`}
+	}
+	admin, err := pgx.Connect(ctx, cluster.URL("postgres"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, q := range setup {
+		if _, err := admin.Exec(ctx, q); err != nil {
+			b.Fatalf("%s: %v", q, err)
+		}
+	}
+	admin.Close(ctx)
+	if err := cluster.Restart(false); err != nil {
+		b.Fatal(err)
+	}
+	return cluster
+}
+
+func mustExec(b *testing.B, p *pgxpool.Pool, sql string) {
+	b.Helper()
+	if _, err := p.Exec(context.Background(), sql); err != nil {
+		b.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// topStatements lists the statements of the pool's database with the most
+// execution time since the last reset.
+func topStatements(b *testing.B, p *pgxpool.Pool) string {
+	b.Helper()
+	mustExec(b, p, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`)
+	rows, err := p.Query(context.Background(), `SELECT calls, total_exec_time, rows, regexp_replace(left(query, 140), '\s+', ' ', 'g')
+		FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		ORDER BY total_exec_time DESC LIMIT 8`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rows.Close()
+	var out strings.Builder
+	fmt.Fprintf(&out, "    %8s %10s %10s %9s  %s\n", "calls", "total ms", "ms/call", "rows", "query")
+	for rows.Next() {
+		var calls, n int64
+		var total float64
+		var q string
+		if err := rows.Scan(&calls, &total, &n, &q); err != nil {
+			b.Fatal(err)
+		}
+		fmt.Fprintf(&out, "    %8d %10.0f %10.2f %9d  %s\n", calls, total, total/float64(max(calls, 1)), n, q)
+	}
+	return out.String()
+}
+
+// slowPlans picks the n slowest auto_explain entries from the server log.
+func slowPlans(log string, n int) string {
+	type entry struct {
+		ms   float64
+		text string
+	}
+	var all []entry
+	for _, e := range strings.Split(log, "LOG:  duration: ")[1:] {
+		if j := strings.Index(e, "\n20"); j > 0 { // the next log line
+			e = e[:j]
+		}
+		ms, _ := strconv.ParseFloat(strings.Fields(e)[0], 64)
+		all = append(all, entry{ms, e})
+	}
+	slices.SortFunc(all, func(a, b entry) int { return cmp.Compare(b.ms, a.ms) })
+	var out strings.Builder
+	for i, e := range all {
+		if i == n {
+			break
+		}
+		out.WriteString("duration: " + e.text + "\n")
+	}
+	if out.Len() == 0 {
+		return "(no auto_explain entry in the server log)\n"
+	}
+	return out.String()
 }
 
 func referenceTables() []domain.Table {
@@ -182,7 +300,7 @@ func load(b *testing.B, u string) {
 
 // copyDB clones the loaded database file by file (CREATE DATABASE …
 // TEMPLATE), so the yardstick starts from exactly the same data and layout.
-func copyDB(b *testing.B, src string) string {
+func copyDB(b *testing.B, cl *pgtest.Cluster, src, suffix string) string {
 	b.Helper()
 	ctx := context.Background()
 	u, err := url.Parse(src)
@@ -190,13 +308,12 @@ func copyDB(b *testing.B, src string) string {
 		b.Fatal(err)
 	}
 	name := strings.TrimPrefix(u.Path, "/")
-	cl := pgtest.Shared(b)
 	admin, err := pgx.Connect(ctx, cl.URL("postgres"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer admin.Close(ctx)
-	copyName := name + "_yard"
+	copyName := name + suffix
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{copyName}.Sanitize()+" TEMPLATE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		b.Fatal(err)
 	}
@@ -245,7 +362,53 @@ func plainDetect(b *testing.B, p *pgxpool.Pool) [3]int64 {
 	return out
 }
 
-func plainFix(b *testing.B, p *pgxpool.Pool) int64 {
+// memories is every memory row with its type, asset URL and size (NULL
+// for notes), as one relation for the plain statements.
+func memories() string {
+	var parts []string
+	for _, t := range tables {
+		url, size := "NULL::text", "NULL::bigint"
+		if t.media {
+			url, size = "url", "size_bytes"
+		}
+		parts = append(parts, fmt.Sprintf("SELECT id, '%s'::memory_type_t AS typ, %s AS url, %s AS size_bytes FROM %s", t.memoryType, url, size, t.name))
+	}
+	return "(" + strings.Join(parts, " UNION ALL ") + ")"
+}
+
+// plainFixWhole repairs the damage with one DELETE …
+// NOT EXISTS (orphans), one INSERT … NOT EXISTS (missing) and one UPDATE …
+// FROM (drift), each over all memory tables at once. Neither plain variant
+// looks for stuck or failed ICP syncs (reconcile does; the damage has none).
+func plainFixWhole(b *testing.B, p *pgxpool.Pool) int64 {
+	b.Helper()
+	var n int64
+	ex := func(sql string) {
+		tag, err := p.Exec(context.Background(), sql)
+		if err != nil {
+			b.Fatalf("%s: %v", sql, err)
+		}
+		n += tag.RowsAffected()
+	}
+	mem := memories()
+	ex(`DELETE FROM storage_edges e WHERE e.backend <> 'icp-canister'
+		AND NOT EXISTS (SELECT 1 FROM ` + mem + ` m WHERE m.id = e.memory_id AND m.typ = e.memory_type)`)
+	ex(`INSERT INTO storage_edges (memory_id, memory_type, artifact, backend, present, location, size_bytes)
+		SELECT w.id, w.typ, w.artifact, w.backend, true, w.url, w.size_bytes FROM (
+			SELECT id, typ, 'metadata'::artifact_t AS artifact, 'neon-db'::backend_t AS backend, NULL::text AS url, NULL::bigint AS size_bytes FROM ` + mem + ` m
+			UNION ALL
+			SELECT id, typ, 'asset', 'vercel-blob', url, size_bytes FROM ` + mem + ` m WHERE url IS NOT NULL) w
+		WHERE NOT EXISTS (SELECT 1 FROM storage_edges e WHERE e.memory_id = w.id AND e.memory_type = w.typ AND e.artifact = w.artifact AND e.backend = w.backend)`)
+	ex(`UPDATE storage_edges e SET present = (e.artifact = 'metadata' OR m.url IS NOT NULL),
+			location = CASE WHEN e.artifact = 'metadata' THEN NULL ELSE m.url END,
+			size_bytes = CASE WHEN e.artifact = 'asset' AND m.url IS NOT NULL THEN m.size_bytes ELSE e.size_bytes END
+		FROM ` + mem + ` m WHERE m.id = e.memory_id AND m.typ = e.memory_type AND ` + drift(true))
+	return n
+}
+
+// plainFixPerTable repairs the damage with one DELETE … NOT EXISTS, one
+// INSERT … NOT EXISTS and one UPDATE … FROM per memory table.
+func plainFixPerTable(b *testing.B, p *pgxpool.Pool) int64 {
 	b.Helper()
 	var n int64
 	ex := func(sql string, args ...any) {
@@ -274,8 +437,5 @@ func plainFix(b *testing.B, p *pgxpool.Pool) int64 {
 		ex(`UPDATE storage_edges e SET `+set+` FROM `+t.name+` m
 			WHERE m.id = e.memory_id AND e.memory_type = $1::text::memory_type_t AND `+drift(t.media), t.memoryType)
 	}
-	ex(`UPDATE storage_edges SET updated_at = now() WHERE sync_state = 'migrating' AND updated_at < now() - interval '15 minutes'`)
-	ex(`UPDATE storage_edges e SET sync_state = 'migrating' FROM sync_attempts a
-		WHERE a.memory_id = e.memory_id AND a.memory_type = e.memory_type AND a.backend = e.backend AND e.sync_state = 'failed' AND a.next_attempt_at <= now()`)
 	return n
 }

@@ -5,7 +5,8 @@
 // SQL (generate_series), and ids are derived from md5 of a counter, so the
 // same options always build the same data.
 //
-// It imports pgx only; benchmarks only.
+// It imports pgx and the standard library only (ProcCPU and BuildEdgesync
+// for the benchmarks that run the daemon as a process); benchmarks only.
 package benchdata
 
 import (
