@@ -26,6 +26,7 @@ var rules = map[string][]string{
 	"daemon":              {"cmd"},           // everything below it, never cmd
 	"internal":            {"cmd", "daemon"}, // helpers never reach up
 	"internal/ssefeed":    {"", "!domain"},   // the SSE feed: only the vocabulary (the hub is its own interface)
+	"internal/console":    {""},              // the storage console's embedded files: a leaf the API mounts
 	"bench":               {"cmd"},           // benchmarks drive packages, not main
 	"deploy":              {"cmd", "daemon"}, // manifests only
 	// The production-shape tests drive the built binary from outside.
@@ -119,6 +120,9 @@ func TestForbidden(t *testing.T) {
 		{"cmd/icp-replica", "mirror", true},
 		{"internal/ssefeed", "domain", false},
 		{"internal/ssefeed", "internal/api", true},
+		{"internal/console", "internal/api", true},
+		{"internal/console", "daemon", true},
+		{"internal/api", "internal/console", false},
 		{"prodtest", "internal/pgtest", false},
 		{"prodtest", "daemon", true},
 	}
