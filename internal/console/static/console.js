@@ -406,7 +406,7 @@
     const health = h("div");
     const note = h("p", { class: "hint" },
       "Figures from this instance's /metrics, the series the Grafana dashboard shows; edge counts are recounted every 30 s. ",
-      "Events per second and time behind are computed from successive readings.");
+      "Events per second and time behind (commit to pipeline) are computed from successive readings.");
     let prev = null;
     const el = h("div", null, h("h1", null, "Overview"), note, body, section("Backend health", health));
 
@@ -443,16 +443,15 @@
       const syncRows = BACKENDS.map((b) => h("tr", null, h("th", { scope: "row" }, b),
         SYNC_STATES.map((s) => h("td", { class: "n", "data-backend": b, "data-state": s }, num(m.sum(SERIES.syncs, { backend: b, state: s }))))));
       const edgeRows = BACKENDS.map((b) => h("tr", null, h("th", { scope: "row" }, b),
-        ["metadata", "asset"].map((a) => h("td", { class: "n" }, num(m.sum(SERIES.edges, { backend: b, artifact: a, present: "true" })))),
-        h("td", { class: "n" }, num(m.sum(SERIES.edges, { backend: b, present: "false" }))),
-        h("td", { class: "n" }, bytes(byteBy.get(b) || 0))));
+        ["metadata", "asset"].map((a) => h("td", { class: "n" }, num(m.sum(SERIES.edges, { backend: b, artifact: a, present: "true" }) || 0))),
+        h("td", { class: "n" }, num(m.sum(SERIES.edges, { backend: b, present: "false" }) || 0))));
 
       replace(body,
         section("Memories by type",
           bars("Memories by type", MEMORY_TYPES.map((t) => ({ label: t, value: types.get(t) || 0 })))),
         section("Edges per backend",
           bars("Present edges per backend", BACKENDS.map((b) => ({ label: b, value: edgeBy.get(b) || 0, cls: b }))),
-          table("Edges (present by artifact, not present) and bytes", ["backend", "metadata", "asset", "not present", "bytes"], edgeRows)),
+          table("Present edges by artifact, and edges not present", ["backend", "metadata", "asset", "not present"], edgeRows)),
         section("Bytes per backend",
           bars("Bytes of present edges per backend", BACKENDS.map((b) => ({ label: b, value: byteBy.get(b) || 0, cls: b })), bytes)),
         section("Syncs by state",
@@ -461,7 +460,7 @@
           h("dl", { class: "facts", id: "pipeline" },
             h("dt", null, "This instance"), h("dd", { "data-role": role }, role === "standby" ? "standby (the leader's pod reads the slot; its figures are there)" : role),
             h("dt", null, "Slot lag"), h("dd", null, bytes(m.sum(SERIES.slotLag))),
-            h("dt", null, "Time behind (commit to pipeline, average since last reading)"), h("dd", null, prev && behind !== null ? seconds(behind) : "—"),
+            h("dt", { title: "commit to pipeline, average since the last reading" }, "Time behind"), h("dd", null, prev && behind !== null ? seconds(behind) : "—"),
             h("dt", null, "Last confirmed LSN"), h("dd", null, lsn(m.sum(SERIES.confirmedLSN))),
             h("dt", null, "Events per second"), h("dd", null, evRate === null ? "measuring…" : evRate.toFixed(1)),
             h("dt", null, "ICP upload"), h("dd", null, upRate === null ? "measuring…" : bytes(upRate) + "/s"))));
