@@ -44,25 +44,42 @@ type event struct {
 	// The filter keys, read from data the first time a filtering client
 	// asks (under the hub's lock): most events reach no filtering client,
 	// and parsing every envelope would cost the feed more than the fan-out.
-	parsed  bool
-	backend string // "" when the event does not say
-	state   string // "" when the event does not say
+	parsed bool
+	keys   eventKeys
 }
 
-// keys returns the event's backend and sync state; the hub's lock is held.
-func (ev *event) keys() (backend, state string) {
+// eventKeys are what the stream's filters look at; "" where the event does
+// not say.
+type eventKeys struct {
+	backend  string
+	state    string
+	memoryID string
+	member   memberKey // memoryID and memory_type, for gallery filters
+	isMember bool      // member is set
+}
+
+// filterKeys returns the event's filter keys; the hub's lock is held.
+func (ev *event) filterKeys() *eventKeys {
 	if !ev.parsed {
-		ev.backend, ev.state = filterKeys(ev.data)
+		ev.keys = filterKeys(ev.data)
 		ev.parsed = true
 	}
-	return ev.backend, ev.state
+	return &ev.keys
+}
+
+// streamFilter is what one stream client asked for; zero fields do not
+// filter.
+type streamFilter struct {
+	backend string
+	state   string
+	memory  string          // a memory id
+	gallery *galleryMembers // the items of a gallery
 }
 
 type subscriber struct {
-	ch      chan *event
-	backend string
-	state   string
-	reason  string // why ch was closed; written before the close
+	ch     chan *event
+	filter streamFilter
+	reason string // why ch was closed; written before the close
 }
 
 func newHub(replay, buf, maxClients int, m *metrics) *Hub {
@@ -161,7 +178,7 @@ func (h *Hub) remember(ev *event) {
 // lock, so nothing falls between them); reset reports that lastID is no longer
 // (or never was) in the ring and the client starts live. It fails with
 // errHubClosed after Close and errHubFull at the client cap.
-func (h *Hub) subscribe(lastID, backend, state string) (sub *subscriber, backlog []*event, reset bool, err error) {
+func (h *Hub) subscribe(lastID string, f streamFilter) (sub *subscriber, backlog []*event, reset bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -171,7 +188,7 @@ func (h *Hub) subscribe(lastID, backend, state string) (sub *subscriber, backlog
 		h.metrics.sseRejected.Inc()
 		return nil, nil, false, errHubFull
 	}
-	sub = &subscriber{ch: make(chan *event, h.buf), backend: backend, state: state}
+	sub = &subscriber{ch: make(chan *event, h.buf), filter: f}
 	if lastID != "" {
 		seq, ok := h.byID[lastID]
 		if !ok {
@@ -225,48 +242,58 @@ func (h *Hub) Clients() int {
 	return len(h.clients)
 }
 
-// wants is called with the hub's lock held.
+// wants is called with the hub's lock held. A memory or gallery filter
+// passes only events that name a memory (edge changes and progress) of that
+// memory or gallery; backend and state filters pass events that do not say.
 func (c *subscriber) wants(ev *event) bool {
-	if c.backend == "" && c.state == "" {
+	f := &c.filter
+	if *f == (streamFilter{}) {
 		return true
 	}
-	backend, state := ev.keys()
-	return (c.backend == "" || backend == "" || c.backend == backend) &&
-		(c.state == "" || state == "" || c.state == state)
+	k := ev.filterKeys()
+	if f.memory != "" && k.memoryID != f.memory {
+		return false
+	}
+	if f.gallery != nil && (!k.isMember || !f.gallery.has(k.member)) {
+		return false
+	}
+	return (f.backend == "" || k.backend == "" || f.backend == k.backend) &&
+		(f.state == "" || k.state == "" || f.state == k.state)
 }
 
-// filterKeys reads the backend and sync state of an edge envelope (after
-// image, or before for a delete), or of a flat progress event.
-func filterKeys(data []byte) (backend, state string) {
-	var env struct {
+// filterKeys reads the backend, sync state and memory of an edge envelope
+// (after image, or before for a delete), or of a flat progress event.
+func filterKeys(data []byte) eventKeys {
+	type image struct {
 		Backend   string `json:"backend"`
 		SyncState string `json:"sync_state"`
-		After     *struct {
-			Backend   string `json:"backend"`
-			SyncState string `json:"sync_state"`
-		} `json:"after"`
-		Before *struct {
-			Backend   string `json:"backend"`
-			SyncState string `json:"sync_state"`
-		} `json:"before"`
+	}
+	var env struct {
+		Backend    string `json:"backend"`
+		SyncState  string `json:"sync_state"`
+		MemoryID   string `json:"memory_id"`
+		MemoryType string `json:"memory_type"`
+		After      *image `json:"after"`
+		Before     *image `json:"before"`
 	}
 	if json.Unmarshal(data, &env) != nil {
-		return "", ""
+		return eventKeys{}
 	}
-	backend, state = env.Backend, env.SyncState
+	k := eventKeys{backend: env.Backend, state: env.SyncState, memoryID: env.MemoryID}
+	k.member, k.isMember = memberKeyOf(env.MemoryID, env.MemoryType)
 	img := env.After
 	if img == nil {
 		img = env.Before
 	}
 	if img != nil {
-		if backend == "" {
-			backend = img.Backend
+		if k.backend == "" {
+			k.backend = img.Backend
 		}
-		if state == "" {
-			state = img.SyncState
+		if k.state == "" {
+			k.state = img.SyncState
 		}
 	}
-	return backend, state
+	return k
 }
 
 // sseSafe removes what would break an SSE field line.

@@ -21,6 +21,10 @@ type route struct {
 func routeTable() []route {
 	return []route{
 		{method: http.MethodPut, op: "putStorageEdge", path: "/api/storage/edges", token: true, handler: (*Server).putEdge},
+		{method: http.MethodGet, op: "listGalleries", path: "/api/galleries", handler: (*Server).listGalleries},
+		// Two segments after /api/galleries/ never match this one-segment
+		// path, so it does not clash with {id}/presence.
+		{method: http.MethodGet, op: "getGalleriesPresence", path: "/api/galleries/presence", handler: (*Server).galleriesPresence},
 		{method: http.MethodGet, op: "getGalleryPresence", path: "/api/galleries/{id}/presence", handler: (*Server).galleryPresence},
 		{method: http.MethodGet, op: "getMemoryPresence", path: "/api/memories/{type}/{id}/presence", handler: (*Server).memoryPresence},
 		{method: http.MethodGet, op: "listSyncStatus", path: "/api/storage/sync-status", handler: (*Server).syncStatus},

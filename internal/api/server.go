@@ -44,10 +44,22 @@ type Config struct {
 	// MaxSSEClients caps the stream clients of this instance (default
 	// 1000); beyond it the stream answers 503 with Retry-After.
 	MaxSSEClients int
+	// SSEGalleryMembers caps the gallery items this instance holds for
+	// stream clients that filter by gallery (?gallery=), over all their
+	// galleries (default 500000, about 20 MiB); a gallery is held once
+	// however many clients watch it. Beyond it such a stream answers 503.
+	SSEGalleryMembers int
+	// SSEGalleryRefresh is how often a watched gallery's items are reloaded
+	// (default 30s): gallery_items changes are not in the event stream, so
+	// an item added to a gallery reaches its filter within this interval.
+	SSEGalleryRefresh time.Duration
 }
 
 // DefaultMaxSSEClients is Config.MaxSSEClients when unset.
 const DefaultMaxSSEClients = 1000
+
+// DefaultSSEGalleryMembers is Config.SSEGalleryMembers when unset.
+const DefaultSSEGalleryMembers = 500_000
 
 // Reconciler starts and reports reconcile runs; the reconcile package's
 // runner satisfies it. Start must return once the run is recorded: the run
@@ -93,6 +105,7 @@ type Server struct {
 	pool    *pgxpool.Pool
 	tables  map[string]domain.Table
 	hub     *Hub
+	members *membership
 	metrics *metrics
 	handler http.Handler
 
@@ -122,6 +135,12 @@ func New(cfg Config, deps Deps) *Server {
 	if cfg.MaxSSEClients <= 0 {
 		cfg.MaxSSEClients = DefaultMaxSSEClients
 	}
+	if cfg.SSEGalleryMembers <= 0 {
+		cfg.SSEGalleryMembers = DefaultSSEGalleryMembers
+	}
+	if cfg.SSEGalleryRefresh <= 0 {
+		cfg.SSEGalleryRefresh = 30 * time.Second
+	}
 	log := deps.Logger
 	if log == nil {
 		log = zap.NewNop()
@@ -144,6 +163,7 @@ func New(cfg Config, deps Deps) *Server {
 		s.tables[t.MemoryType] = t
 	}
 	s.metrics = newMetrics(deps.Registry)
+	s.members = newMembership(deps.Pool, cfg.SSEGalleryMembers, cfg.SSEGalleryRefresh)
 	s.hub = newHub(cfg.SSEReplay, cfg.SSEClientBuffer, cfg.MaxSSEClients, s.metrics)
 	s.handler = s.routes()
 	return s

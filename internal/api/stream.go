@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/edgesync/edgesync/domain"
 )
 
 var sseWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 8<<10) }}
@@ -29,11 +32,39 @@ func (s *Server) syncStream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, enumError("state", state, syncStates))
 		return
 	}
+	filter := streamFilter{backend: backend, state: state, memory: q.Get("memory")}
+	if filter.memory != "" && !domain.CanonicalUUID(filter.memory) {
+		writeError(w, uuidError("memory", filter.memory))
+		return
+	}
+	if gallery := q.Get("gallery"); gallery != "" {
+		if !domain.CanonicalUUID(gallery) {
+			writeError(w, uuidError("gallery", gallery))
+			return
+		}
+		g, err := s.members.acquire(r.Context(), gallery)
+		switch {
+		case errors.Is(err, errNoGallery):
+			writeError(w, notFound("gallery "+gallery+" does not exist"))
+			return
+		case errors.Is(err, errMembersBudget):
+			w.Header().Set("Retry-After", sseRetryAfter)
+			writeError(w, &apiError{Status: http.StatusServiceUnavailable, Code: "too_many_clients",
+				Message: "this instance holds its maximum of " + itoa(int64(s.cfg.SSEGalleryMembers)) +
+					" gallery items for gallery streams; retry later (another instance may have room)"})
+			return
+		case err != nil:
+			s.fail(w, r, fmt.Errorf("load the items of gallery %s: %w", gallery, err))
+			return
+		}
+		defer s.members.release(g)
+		filter.gallery = g
+	}
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
 		lastID = q.Get("last_event_id") // for clients that cannot set headers
 	}
-	sub, backlog, reset, err := s.hub.subscribe(lastID, backend, state)
+	sub, backlog, reset, err := s.hub.subscribe(lastID, filter)
 	switch {
 	case errors.Is(err, errHubFull):
 		// Another instance behind the Service may have room; EventSource
@@ -87,10 +118,22 @@ func (s *Server) syncStream(w http.ResponseWriter, r *http.Request) {
 	}
 	keepAlive := time.NewTicker(s.cfg.SSEKeepAlive)
 	defer keepAlive.Stop()
+	var refresh <-chan time.Time
+	if filter.gallery != nil {
+		// Each client's ticker offers a reload; the shared set is reloaded
+		// at most once per interval whatever the number of its clients.
+		t := time.NewTicker(s.cfg.SSEGalleryRefresh)
+		defer t.Stop()
+		refresh = t.C
+	}
 	for {
 		select {
 		case <-r.Context().Done():
 			return
+		case <-refresh:
+			if err := s.members.refresh(r.Context(), filter.gallery); err != nil && r.Context().Err() == nil {
+				s.log.Debug("reload a gallery's items for its stream; keeping the old ones", requestField(r), errField(err))
+			}
 		case <-keepAlive.C:
 			buf().WriteString(": keep-alive\n\n")
 			if !flush() {

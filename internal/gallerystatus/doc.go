@@ -2,7 +2,11 @@
 // memories and galleries changed (from the daemon, which sees the CDC
 // stream), recomputes those galleries' status from the gallery_presence view
 // after a short debounce, publishes `<prefix>.gallery.status` when a status
-// changed, and keeps gallery_presence_mv fresh with a debounced refresh.
+// changed, and keeps gallery_presence_mv fresh with a debounced refresh. Its
+// table, edgesync_gallery_status, also holds per gallery how many items have
+// an edge migrating or failed, and a copy of the gallery's created_at, for
+// GET /api/galleries; galleries created without items (which no CDC change
+// announces) are adopted by a periodic look for galleries without a row.
 //
 // It may import pgx, zap, the Prometheus client and cdc (vocabulary); never
 // daemon, config, a sink or api. Publishing is a function the daemon passes in.

@@ -29,7 +29,16 @@ type Config struct {
 	// MaxPending bounds the set of changed keys kept between passes (default
 	// 100000); past it the tracker forgets them and rechecks every gallery.
 	MaxPending int
+	// AdoptEvery is how often the tracker looks for galleries it has no row
+	// for (default 1m): a gallery created without items changes no table the
+	// CDC stream carries, so nothing else tells the tracker about it, and
+	// GET /api/galleries?status= lists only galleries the tracker recorded.
+	AdoptEvery time.Duration
 }
+
+// adoptBatch bounds the galleries one adopt query returns; the rest come with
+// the next ones.
+const adoptBatch = 10_000
 
 // PublishFunc publishes one message with a Nats-Msg-Id; the daemon passes its
 // JetStream publisher. It returns once the message is durable (acked).
@@ -87,6 +96,9 @@ func New(cfg Config, pool *pgxpool.Pool, publish PublishFunc, logger *zap.Logger
 	}
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = 100_000
+	}
+	if cfg.AdoptEvery <= 0 {
+		cfg.AdoptEvery = time.Minute
 	}
 	if logger == nil {
 		logger = zap.NewNop()
@@ -175,6 +187,8 @@ func (t *Tracker) Run(ctx context.Context) error {
 		mvDue       time.Time // zero: no refresh pending
 		lastRefresh time.Time
 	)
+	adopt := time.NewTicker(t.cfg.AdoptEvery)
+	defer adopt.Stop()
 	for {
 		wait := time.Duration(-1)
 		if retry > 0 {
@@ -206,6 +220,11 @@ func (t *Tracker) Run(ctx context.Context) error {
 			case <-d.C:
 			}
 		case <-timerC:
+		case <-adopt.C:
+			stop(timer)
+			if err := t.adopt(ctx); err != nil && ctx.Err() == nil {
+				t.logErr("look for galleries without a status row; will retry", err, t.cfg.AdoptEvery)
+			}
 		}
 
 		touched, err := t.pass(ctx)
@@ -250,6 +269,26 @@ func (t *Tracker) logErr(msg string, err error, retry time.Duration) {
 	}
 	t.lastErrLog = time.Now()
 	t.log.Warn(msg, zap.Error(err), zap.Duration("retry_in", retry))
+}
+
+// adopt queues galleries that have no status row yet. The anti-join reads
+// every gallery id once per AdoptEvery (a hash join: about a second per
+// million galleries at most); the leader alone runs it.
+func (t *Tracker) adopt(ctx context.Context) error {
+	rows, err := t.pool.Query(ctx, `SELECT g.id::text FROM galleries g
+		WHERE NOT EXISTS (SELECT 1 FROM edgesync_gallery_status s WHERE s.gallery_id = g.id)
+		LIMIT $1`, adoptBatch)
+	if err != nil {
+		return fmt.Errorf("galleries without a status row: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("galleries without a status row: %w", err)
+	}
+	if len(ids) > 0 {
+		t.GalleriesChanged(ids...)
+	}
+	return nil
 }
 
 // take swaps out the pending set.
@@ -360,19 +399,56 @@ func (t *Tracker) resolve(ctx context.Context, mems map[MemoryKey]struct{}, gals
 }
 
 type row struct {
-	status        string
-	total, icpAll int
-	icpAny        bool
-	version       int64
+	status            string
+	total, icpAll     int
+	icpAny            bool
+	migrating, failed int
+	created           *time.Time // the gallery's created_at (null in rows from before 00010)
+	version           int64
 }
+
+// counted reports whether the stored row r holds cur's counts (all but the
+// status).
+func (r row) counted(cur row) bool {
+	return r.total == cur.total && r.icpAll == cur.icpAll && r.icpAny == cur.icpAny &&
+		r.migrating == cur.migrating && r.failed == cur.failed &&
+		r.created != nil && cur.created != nil && r.created.Equal(*cur.created)
+}
+
+// liveSQL reads the galleries' status and counts from gallery_presence, and
+// how many of each gallery's items have an edge migrating or failed. That
+// count reads the gallery's non-idle edges only: through ix_edges_not_idle
+// (few edges, usually) or each item's edges through ix_edges_memory, as the
+// planner finds cheaper.
+const liveSQL = `
+SELECT gp.gallery_id::text, gp.status, gp.total_memories, gp.icp_complete_memories, gp.icp_any,
+       sc.migrating, sc.failed, g.created_at
+FROM gallery_presence gp
+JOIN galleries g ON g.id = gp.gallery_id
+CROSS JOIN LATERAL (` + SyncCountsSQL + `) sc
+WHERE gp.gallery_id = ANY($1::uuid[])`
+
+// SyncCountsSQL counts the items of gallery gp.gallery_id that have any edge
+// migrating, and those that have any edge failed (an item with both counts in
+// both). The API uses it, with the same alias, for galleries the tracker has
+// no row for yet, so both count alike.
+const SyncCountsSQL = `
+	SELECT count(*) FILTER (WHERE x.migrating)::int AS migrating, count(*) FILTER (WHERE x.failed)::int AS failed
+	FROM (
+		SELECT bool_or(e.sync_state = 'migrating') AS migrating, bool_or(e.sync_state = 'failed') AS failed
+		FROM gallery_items gi
+		JOIN storage_edges e ON e.memory_id = gi.memory_id AND e.memory_type = gi.memory_type
+		WHERE gi.gallery_id = gp.gallery_id AND e.sync_state <> 'idle'
+		GROUP BY gi.memory_id, gi.memory_type
+	) x`
 
 // sync compares the live status of some galleries with the stored one and
 // publishes each change before storing it.
 func (t *Tracker) sync(ctx context.Context, ids []string) error {
 	batch := &pgx.Batch{}
-	batch.Queue(`SELECT gallery_id::text, status, total_memories, icp_complete_memories, icp_any
-		FROM gallery_presence WHERE gallery_id = ANY($1::uuid[])`, ids)
-	batch.Queue(`SELECT gallery_id::text, status, total_memories, icp_complete_memories, icp_any, version
+	batch.Queue(liveSQL, ids)
+	batch.Queue(`SELECT gallery_id::text, status, total_memories, icp_complete_memories, icp_any,
+			migrating, failed, gallery_created_at, version
 		FROM edgesync_gallery_status WHERE gallery_id = ANY($1::uuid[])`, ids)
 	live, stored := map[string]row{}, map[string]row{}
 	err := func() error {
@@ -384,8 +460,9 @@ func (t *Tracker) sync(ctx context.Context, ids []string) error {
 		}
 		var id string
 		var r row
-		if _, err := pgx.ForEachRow(rows, []any{&id, &r.status, &r.total, &r.icpAll, &r.icpAny}, func() error {
+		if _, err := pgx.ForEachRow(rows, []any{&id, &r.status, &r.total, &r.icpAll, &r.icpAny, &r.migrating, &r.failed, &r.created}, func() error {
 			live[id] = r
+			r.created = nil // scanned into a new value next row
 			return nil
 		}); err != nil {
 			return err
@@ -394,8 +471,10 @@ func (t *Tracker) sync(ctx context.Context, ids []string) error {
 		if err != nil {
 			return err
 		}
-		_, err = pgx.ForEachRow(rows, []any{&id, &r.status, &r.total, &r.icpAll, &r.icpAny, &r.version}, func() error {
+		r = row{}
+		_, err = pgx.ForEachRow(rows, []any{&id, &r.status, &r.total, &r.icpAll, &r.icpAny, &r.migrating, &r.failed, &r.created, &r.version}, func() error {
 			stored[id] = r
+			r.created = nil
 			return nil
 		})
 		return err
@@ -414,10 +493,11 @@ func (t *Tracker) sync(ctx context.Context, ids []string) error {
 				gone = append(gone, id)
 			}
 		case known && old.status == cur.status:
-			if old.total != cur.total || old.icpAll != cur.icpAll || old.icpAny != cur.icpAny {
+			if !old.counted(cur) {
 				if _, err := t.pool.Exec(ctx, `UPDATE edgesync_gallery_status SET total_memories = $2,
-					icp_complete_memories = $3, icp_any = $4, checked_at = now() WHERE gallery_id = $1`,
-					id, cur.total, cur.icpAll, cur.icpAny); err != nil {
+					icp_complete_memories = $3, icp_any = $4, migrating = $5, failed = $6, gallery_created_at = $7,
+					checked_at = now() WHERE gallery_id = $1`,
+					id, cur.total, cur.icpAll, cur.icpAny, cur.migrating, cur.failed, cur.created); err != nil {
 					return fmt.Errorf("store gallery %s counts: %w", id, err)
 				}
 			} else {
@@ -473,12 +553,14 @@ func (t *Tracker) change(ctx context.Context, id string, cur, old row, known boo
 	}
 	t.m.events.Inc()
 	_, err = t.pool.Exec(ctx, `INSERT INTO edgesync_gallery_status AS s
-			(gallery_id, status, total_memories, icp_complete_memories, icp_any, version, changed_at, checked_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+			(gallery_id, status, total_memories, icp_complete_memories, icp_any, migrating, failed, gallery_created_at,
+			 version, changed_at, checked_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now())
 		ON CONFLICT (gallery_id) DO UPDATE SET status = EXCLUDED.status, total_memories = EXCLUDED.total_memories,
 			icp_complete_memories = EXCLUDED.icp_complete_memories, icp_any = EXCLUDED.icp_any,
+			migrating = EXCLUDED.migrating, failed = EXCLUDED.failed, gallery_created_at = EXCLUDED.gallery_created_at,
 			version = EXCLUDED.version, changed_at = EXCLUDED.changed_at, checked_at = now()`,
-		id, cur.status, cur.total, cur.icpAll, cur.icpAny, ev.Version, ev.ChangedAt)
+		id, cur.status, cur.total, cur.icpAll, cur.icpAny, cur.migrating, cur.failed, cur.created, ev.Version, ev.ChangedAt)
 	if err != nil {
 		return fmt.Errorf("store gallery %s status: %w", id, err)
 	}

@@ -307,3 +307,80 @@ func TestTracker_ChangedIsNonBlocking(t *testing.T) {
 		t.Fatalf("pending %d+%d all=%v", len(tr.memories), len(tr.galleries), tr.all)
 	}
 }
+
+// storedRow reads the tracker's row of a gallery: status, migrating, failed,
+// and whether gallery_created_at matches the gallery's created_at.
+func storedRow(t *testing.T, pool *pgxpool.Pool, g string) (status string, migrating, failed int, created bool, err error) {
+	t.Helper()
+	err = pool.QueryRow(context.Background(), `SELECT s.status, s.migrating, s.failed, s.gallery_created_at IS NOT DISTINCT FROM g.created_at
+		FROM edgesync_gallery_status s JOIN galleries g ON g.id = s.gallery_id WHERE s.gallery_id = $1`, g).
+		Scan(&status, &migrating, &failed, &created)
+	return
+}
+
+// TestTracker_SyncCountsFollowEdges: the tracker's row counts the items with
+// an edge migrating and those with an edge failed, and follows them through
+// changes that leave the status as it is (no event for those).
+func TestTracker_SyncCountsFollowEdges(t *testing.T) {
+	pool := pgtest.Pool(t, pgtest.New(t))
+	f := fixture{t, pool}
+	n1, n2 := f.note(), f.note()
+	g := f.gallery(n1, n2, f.note()) // the third item has no edge but neon-db's, idle
+	rec := &recorder{}
+	tr := start(t, Config{}, pool, rec.publish)
+	want := func(what string, migrating, failed int) {
+		t.Helper()
+		var st string
+		var m, fl int
+		var created bool
+		var err error
+		eventually(t, 5*time.Second, what, func() bool {
+			st, m, fl, created, err = storedRow(t, pool, g)
+			return err == nil && m == migrating && fl == failed && created
+		})
+		if st != "web2_only" {
+			t.Fatalf("%s: status %s, want web2_only", what, st)
+		}
+	}
+	tr.GalleriesChanged(g)
+	want("first row", 0, 0)
+
+	// Two ICP edges of one item migrating: one item migrating.
+	f.exec(`INSERT INTO storage_edges (memory_id, memory_type, artifact, backend, present, sync_state)
+		VALUES ($1, 'note', 'metadata', 'icp-canister', false, 'migrating'), ($2, 'note', 'metadata', 'icp-canister', false, 'migrating')`, n1, n2)
+	tr.MemoriesChanged(MemoryKey{n1, "note"}, MemoryKey{n2, "note"})
+	want("two migrating", 2, 0)
+
+	f.exec(`UPDATE storage_edges SET sync_state = 'failed', sync_error = 'x' WHERE memory_id = $1 AND backend = 'icp-canister'`, n2)
+	tr.MemoriesChanged(MemoryKey{n2, "note"})
+	want("one migrating, one failed", 1, 1)
+
+	// An edge of a memory in no gallery of ours changes nothing here.
+	other := f.note()
+	f.exec(`INSERT INTO storage_edges (memory_id, memory_type, artifact, backend, sync_state) VALUES ($1, 'note', 'metadata', 'icp-canister', 'failed')`, other)
+	tr.MemoriesChanged(MemoryKey{other, "note"})
+
+	f.exec(`UPDATE storage_edges SET sync_state = 'idle' WHERE backend = 'icp-canister' AND memory_id = ANY($1::uuid[])`, []string{n1, n2})
+	tr.MemoriesChanged(MemoryKey{n1, "note"}, MemoryKey{n2, "note"})
+	want("all idle again", 0, 0)
+	if n := len(rec.all()); n != 1 {
+		t.Fatalf("%d status events, want 1 (the counts changed, the status did not)", n)
+	}
+}
+
+// TestTracker_AdoptsGalleriesWithoutItems: a gallery created without items
+// changes nothing the CDC stream carries; the tracker finds it by itself.
+func TestTracker_AdoptsGalleriesWithoutItems(t *testing.T) {
+	pool := pgtest.Pool(t, pgtest.New(t))
+	f := fixture{t, pool}
+	rec := &recorder{}
+	start(t, Config{AdoptEvery: 20 * time.Millisecond}, pool, rec.publish)
+	g := f.gallery()
+	eventually(t, 10*time.Second, "the empty gallery recorded", func() bool {
+		st, _, _, created, err := storedRow(t, pool, g)
+		return err == nil && st == "empty" && created
+	})
+	if msgs := rec.all(); len(msgs) != 1 || msgs[0].ev.GalleryID != g || msgs[0].ev.NewStatus != "empty" {
+		t.Fatalf("events %+v, want one: %s empty", msgs, g)
+	}
+}
