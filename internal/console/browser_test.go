@@ -242,6 +242,17 @@ func (b *browser) eval(expr string) string {
 	return v
 }
 
+// choose sets a form control's value as a person's choice would, with the
+// event the page listens for.
+func (b *browser) choose(selector, value, event string) {
+	b.t.Helper()
+	sel, _ := json.Marshal(selector)
+	val, _ := json.Marshal(value)
+	ev, _ := json.Marshal(event)
+	b.eval(`(() => { const el = document.querySelector(` + string(sel) + `); el.value = ` + string(val) +
+		`; el.dispatchEvent(new Event(` + string(ev) + `, {bubbles: true})); return "ok"; })()`)
+}
+
 // state is what the page shows, for failure messages.
 func (b *browser) state() string {
 	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
@@ -346,16 +357,13 @@ func TestConsole_InBrowser(t *testing.T) {
 	b.screenshot("galleries")
 
 	// Filter by status, then by title.
-	b.do("filter by status partial", 30*time.Second, chromedp.SetValue(chromedp.CSS("#gallery-status"), "partial"))
-	b.eval(`document.querySelector("#gallery-status").dispatchEvent(new Event("change")); "ok"`)
+	b.choose("#gallery-status", "partial", "change")
 	b.waitFor("only the partial galleries", galleriesShown(map[string]string{"Recipes": "partial", "Summer trip": "partial"})+` && location.hash.includes("status=partial")`)
 	b.screenshot("galleries-partial")
-	b.do("clear the status filter", 30*time.Second, chromedp.SetValue(chromedp.CSS("#gallery-status"), ""))
-	b.eval(`document.querySelector("#gallery-status").dispatchEvent(new Event("change")); "ok"`)
+	b.choose("#gallery-status", "", "change")
 	b.do("search for trip", 30*time.Second, chromedp.SendKeys(chromedp.CSS("#gallery-q"), "trip"))
 	b.waitFor("only the gallery named trip", galleriesShown(map[string]string{"Summer trip": "partial"}))
-	b.do("clear the search", 30*time.Second, chromedp.SetValue(chromedp.CSS("#gallery-q"), ""))
-	b.eval(`document.querySelector("#gallery-q").dispatchEvent(new Event("input")); "ok"`)
+	b.choose("#gallery-q", "", "input")
 	b.waitFor("all galleries again", galleriesShown(shown))
 
 	// A row changes under the open list: the one ICP copy of "Recipes" goes.
