@@ -1,10 +1,10 @@
 // Command edgesync-demo is `make demo`: it prints the storage console's URL
-// first, then starts a throwaway PostgreSQL from
-// the machine's binaries, the local ICP replica double and a stand-in blob
-// host, loads sample memories and galleries, runs `edgesync run` in-process
-// (with its embedded NATS server), and narrates what happens while it changes
-// rows and stores a gallery forever. Afterwards the daemon keeps running for
-// the curl session of docs/api.md until Ctrl-C.
+// first, then starts a throwaway PostgreSQL from the machine's binaries, the
+// local ICP replica double and a stand-in blob host, loads sample memories and
+// galleries, runs `edgesync run` in-process (with its embedded NATS server),
+// and narrates what happens while it changes rows and stores a gallery
+// forever. Afterwards the daemon keeps running for the console and the curl
+// session of docs/api.md until Ctrl-C.
 package main
 
 import (
