@@ -380,6 +380,10 @@ func TestConsole_InBrowser(t *testing.T) {
 	b.do("open the failed memory's edges", 30*time.Second, chromedp.Click(chromedp.CSS(`tr[data-memory-id="`+s.mem["diary"]+`"] button[aria-expanded]`)))
 	b.waitFor("the failed memory's edges", `[...document.querySelectorAll("tr.sub td.err")].some(td => td.textContent.includes("out of cycles"))`)
 	b.screenshot("gallery")
+	// The gallery's page follows the stream filtered to its memories.
+	b.waitFor("the gallery's own stream", `document.body.dataset.live === "open" && document.querySelector("#live").dataset.stream.endsWith("/stream?gallery=`+s.ids["Summer trip"]+`")`)
+	s.exec(t, `UPDATE storage_edges SET sync_state = 'migrating' WHERE memory_id = $1 AND backend = 'icp-canister' AND artifact = 'asset'`, s.mem["beach"])
+	b.waitFor("the memory turning migrating on the gallery's page", `document.querySelector('tr[data-memory-id="`+s.mem["beach"]+`"]').dataset.sync === "migrating"`)
 
 	// The same galleries on a phone-sized screen.
 	b.do("phone viewport", 30*time.Second, chromedp.EmulateViewport(390, 844), chromedp.Click(chromedp.CSS(`nav a[data-view="galleries"]`)))

@@ -258,6 +258,7 @@
   const progress = new Map(); // memory_id → {memory_type, bytes_done, bytes_total, at}
   const activity = []; // the latest sync events, newest first
   let source = null;
+  let streamQuery = ""; // the current view's filter of the stream (gallery= or memory=)
 
   function setLive(state, text) {
     live.dataset.state = state;
@@ -265,28 +266,42 @@
     document.body.dataset.live = state;
   }
 
+  // follow makes the stream carry what the view shows: one gallery's or one
+  // memory's events (the stream's own filters), else every event.
+  function follow(query) {
+    if (query === streamQuery && source) return;
+    streamQuery = query;
+    connect();
+  }
+
   function connect() {
     if (!window.EventSource) {
       setLive("off", "no live updates in this browser; reading every " + REFRESH_MS / 1000 + " s");
       return;
     }
-    source = new EventSource("/api/storage/sync-status/stream");
-    source.addEventListener("open", () => setLive("open", "live"));
-    source.addEventListener("error", () => {
-      if (source.readyState === EventSource.CLOSED) {
+    if (source) source.close();
+    const url = "/api/storage/sync-status/stream" + (streamQuery ? "?" + streamQuery : "");
+    const es = new EventSource(url);
+    source = es;
+    live.dataset.stream = url;
+    setLive("connecting", "connecting…");
+    es.addEventListener("open", () => setLive("open", "live"));
+    es.addEventListener("error", () => {
+      if (es !== source) return;
+      if (es.readyState === EventSource.CLOSED) {
         // Refused (e.g. 503 at this instance's client cap): try again later.
         setLive("closed", "live updates refused; retrying");
         source = null;
-        setTimeout(connect, REFRESH_MS);
+        setTimeout(() => source || connect(), REFRESH_MS);
       } else {
         setLive("reconnecting", "reconnecting…");
       }
     });
-    source.addEventListener("sync", (ev) => {
+    es.addEventListener("sync", (ev) => {
       noteSync(ev.data);
       scheduleRefresh();
     });
-    source.addEventListener("progress", (ev) => {
+    es.addEventListener("progress", (ev) => {
       try {
         const p = JSON.parse(ev.data);
         progress.set(p.memory_id, p);
@@ -295,7 +310,7 @@
         // a malformed event changes nothing on the page
       }
     });
-    source.addEventListener("reset", () => scheduleRefresh());
+    es.addEventListener("reset", () => scheduleRefresh());
   }
 
   function noteSync(data) {
@@ -388,6 +403,7 @@
       else a.removeAttribute("aria-current");
     }
     current = view;
+    follow(view.stream || "");
     main.dataset.view = view.name;
     main.dataset.loaded = "false";
     replace(main, view.el);
@@ -642,7 +658,7 @@
           table(null, ["type", "memory", "metadata in Postgres", "asset in Blob", "metadata on ICP", "asset on ICP", "complete on ICP", "sync", "upload", ""], rows),
         body.next_cursor ? h("p", null, h("button", { type: "button", onclick: () => { shown = Math.min(shown * 2, 500); refreshNow(); } }, "Show more")) : null);
     }
-    return { name: "gallery", nav: "galleries", title: "Gallery", el, refresh };
+    return { name: "gallery", nav: "galleries", title: "Gallery", el, refresh, stream: "gallery=" + encodeURIComponent(id) };
   }
 
   function memoryView(type, id) {
@@ -663,7 +679,7 @@
         replace(body, errorLine(e));
       }
     }
-    return { name: "memory", nav: "", title: "Memory", el, refresh };
+    return { name: "memory", nav: "", title: "Memory", el, refresh, stream: "memory=" + encodeURIComponent(id) };
   }
 
   // ---- sync queue -------------------------------------------------------------------
@@ -778,6 +794,5 @@
   // ---- start ------------------------------------------------------------------------------
 
   window.addEventListener("hashchange", route);
-  connect();
   route();
 })();
