@@ -304,8 +304,10 @@
     es.addEventListener("progress", (ev) => {
       try {
         const p = JSON.parse(ev.data);
+        const seen = progress.has(p.memory_id);
         progress.set(p.memory_id, p);
         showProgress(p);
+        if (!seen) scheduleRefresh(); // a list of uploads may need a new line
       } catch {
         // a malformed event changes nothing on the page
       }
@@ -344,7 +346,7 @@
     if (!p) return "—";
     const done = p.bytes_done || 0;
     const total = p.bytes_total || 0;
-    const label = bytes(done) + " of " + bytes(total);
+    const label = done >= total && total > 0 ? bytes(total) + ", done" : bytes(done) + " of " + bytes(total);
     return h("span", { class: "progress" },
       h("progress", { max: String(total || 1), value: String(done), "aria-label": label }), " ", label);
   }
@@ -707,8 +709,8 @@
       h("form", { class: "filters", onsubmit: (e) => e.preventDefault() },
         pick("state", ["migrating", "failed"], "migrating and failed"), pick("backend", BACKENDS, "any backend")),
       counts, results,
-      section("Uploads in progress", h("p", { class: "hint" },
-        "From the ICP mirror's progress events on the live stream (a few a second per upload); none since this page opened means no upload ran."), uploads),
+      section("ICP uploads", h("p", { class: "hint" },
+        "The latest uploads since this page opened, from the ICP mirror's progress events on the live stream (a few a second per upload, and one at the end)."), uploads),
       section("Latest edge changes (live)", feed));
 
     async function refresh() {
@@ -734,9 +736,10 @@
         h("td", null, it.sync_state === "failed" ? memoryActions(it, "failed") : "")));
       replace(results, rows.length === 0 ? h("p", { class: "empty" }, "Nothing is migrating or failed.") :
         table(null, ["memory", "artifact", "backend", "state", "sync error", "in state for", "attempts", "upload", ""], rows, { id: "sync-items" }));
-      const ups = [...progress.values()].filter((u) => u.bytes_done < u.bytes_total);
-      replace(uploads, ups.length === 0 ? h("p", { class: "empty" }, "No upload in progress.") :
-        h("ul", null, ups.map((u) => h("li", null, u.memory_type, " ", shortID(u.memory_id), " ", h("span", { "data-progress-memory": u.memory_id }, progressBar(u))))));
+      const ups = [...progress.values()].sort((a, b) => (a.at < b.at ? 1 : -1)).slice(0, 20);
+      replace(uploads, ups.length === 0 ? h("p", { class: "empty" }, "No upload reported progress since this page opened.") :
+        h("ul", null, ups.map((u) => h("li", null, u.memory_type, " ", h("a", { href: "#/memories/" + u.memory_type + "/" + u.memory_id }, shortID(u.memory_id)), " ",
+          h("span", { "data-progress-memory": u.memory_id }, progressBar(u))))));
       replace(feed, activity.length === 0 ? h("li", { class: "empty" }, "No edge changed since this page opened.") :
         activity.map((a) => h("li", null, when(a.at), " ", a.memory_type || "", " ", a.memory_id ? shortID(a.memory_id) : "", " ",
           a.artifact || "", " on ", a.backend || "?", ": ", a.op || "", a.state ? " → " + a.state : "")));
