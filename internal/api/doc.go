@@ -1,10 +1,13 @@
 // Package api owns edgesync's HTTP API (CONTRACT section 7): storage edge
-// upserts, gallery and memory presence, the sync-status list and its live
-// Server-Sent Events stream, "store forever" requests, reconcile triggers,
-// health, readiness and metrics.
+// upserts, the gallery list, gallery and memory presence (one or a page of
+// galleries), the sync-status list and its live Server-Sent Events stream
+// (filtered by backend, state, memory or gallery), "store forever" requests,
+// reconcile triggers, health, readiness and metrics.
 //
-// It may import reconcile (for its Run type and sentinels), pgx, zap and the
-// Prometheus client; never daemon, config, cdc or a sink. The daemon translates
+// It may import reconcile (for its Run type and sentinels), internal/
+// gallerystatus (the one definition of a gallery's migrating and failed
+// counts), pgx, zap and the Prometheus client; never daemon, config, cdc or a
+// sink. The daemon translates
 // the global configuration into Config and Deps; internal/ssefeed feeds the
 // SSE hub from JetStream on every instance.
 //

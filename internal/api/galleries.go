@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/edgesync/edgesync/domain"
 	"github.com/edgesync/edgesync/internal/gallerystatus"
@@ -106,6 +108,19 @@ func scanGalleryItem(row pgx.Row, extra ...any) (GalleryItem, error) {
 	return it, err
 }
 
+// galleryColumnsError says what to do when the app's galleries table lacks
+// a column these routes read (edgesync itself needs only id; the reference
+// schema has them all), instead of an anonymous 500.
+func galleryColumnsError(err error) error {
+	var pge *pgconn.PgError
+	if errors.As(err, &pge) && pge.Code == "42703" /* undefined_column */ {
+		return &apiError{Status: http.StatusInternalServerError, Code: "internal",
+			Message: "the galleries table lacks a column this route reads (" + pge.Message +
+				"): it needs id, title, owner_id and created_at, as in the reference app schema"}
+	}
+	return err
+}
+
 // likeContains is a case-insensitive substring pattern for ILIKE ... ESCAPE
 // '\' that matches s literally (its %, _ and \ escaped).
 func likeContains(s string) string {
@@ -161,7 +176,7 @@ func (s *Server) listGalleries(w http.ResponseWriter, r *http.Request) {
 	sql, args := galleryListQuery(status, title, afterAt, afterID, limit+1)
 	rows, err := s.pool.Query(r.Context(), sql, args...)
 	if err != nil {
-		s.fail(w, r, fmt.Errorf("list galleries: %w", err))
+		s.fail(w, r, galleryColumnsError(fmt.Errorf("list galleries: %w", err)))
 		return
 	}
 	type keyed struct {
@@ -175,7 +190,7 @@ func (s *Server) listGalleries(w http.ResponseWriter, r *http.Request) {
 		return k, err
 	})
 	if err != nil {
-		s.fail(w, r, fmt.Errorf("list galleries: %w", err))
+		s.fail(w, r, galleryColumnsError(fmt.Errorf("list galleries: %w", err)))
 		return
 	}
 	var next *string
@@ -236,12 +251,12 @@ func (s *Server) galleriesPresence(w http.ResponseWriter, r *http.Request) {
 		JOIN galleries g ON g.id = k.id`+galleryCountsLateral+`
 		ORDER BY k.ord`, ids)
 	if err != nil {
-		s.fail(w, r, fmt.Errorf("galleries presence: %w", err))
+		s.fail(w, r, galleryColumnsError(fmt.Errorf("galleries presence: %w", err)))
 		return
 	}
 	items, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (GalleryItem, error) { return scanGalleryItem(row) })
 	if err != nil {
-		s.fail(w, r, fmt.Errorf("galleries presence: %w", err))
+		s.fail(w, r, galleryColumnsError(fmt.Errorf("galleries presence: %w", err)))
 		return
 	}
 	found := make(map[string]bool, len(items))

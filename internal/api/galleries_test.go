@@ -418,3 +418,19 @@ func TestGalleriesPresence_Bulk(t *testing.T) {
 		t.Errorf("gallery id \"presence\" = %d %v, want 400 (not a UUID)", status, body)
 	}
 }
+
+// TestListGalleries_AppTableWithoutColumns: an app's own galleries table
+// may lack the columns the list reads (edgesync needs only id); the answer
+// says which, not an anonymous 500.
+func TestListGalleries_AppTableWithoutColumns(t *testing.T) {
+	e := newEnv(t, nil)
+	g := e.gallery()
+	e.exec(`ALTER TABLE galleries DROP COLUMN created_at`)
+	for _, path := range []string{"/api/galleries", "/api/galleries/presence?ids=" + g} {
+		status, body, _ := e.do("GET", path, "", nil)
+		msg, _ := body["error"].(map[string]any)["message"].(string)
+		if status != 500 || !strings.Contains(msg, "created_at") || !strings.Contains(msg, "reference app schema") {
+			t.Errorf("GET %s = %d %v; want 500 naming the missing column", path, status, body)
+		}
+	}
+}

@@ -411,18 +411,27 @@ type row struct {
 // status).
 func (r row) counted(cur row) bool {
 	return r.total == cur.total && r.icpAll == cur.icpAll && r.icpAny == cur.icpAny &&
-		r.migrating == cur.migrating && r.failed == cur.failed &&
-		r.created != nil && cur.created != nil && r.created.Equal(*cur.created)
+		r.migrating == cur.migrating && r.failed == cur.failed && sameTime(r.created, cur.created)
+}
+
+func sameTime(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return a.Equal(*b)
 }
 
 // liveSQL reads the galleries' status and counts from gallery_presence, and
 // how many of each gallery's items have an edge migrating or failed. That
 // count reads the gallery's non-idle edges only: through ix_edges_not_idle
 // (few edges, usually) or each item's edges through ix_edges_memory, as the
-// planner finds cheaper.
+// planner finds cheaper. created_at is read through to_jsonb so that an app's
+// galleries table without that column (edgesync needs only id) still gets
+// its statuses tracked; its galleries then have no created_at copy and are
+// not listed by status.
 const liveSQL = `
 SELECT gp.gallery_id::text, gp.status, gp.total_memories, gp.icp_complete_memories, gp.icp_any,
-       sc.migrating, sc.failed, g.created_at
+       sc.migrating, sc.failed, (to_jsonb(g) ->> 'created_at')::timestamptz
 FROM gallery_presence gp
 JOIN galleries g ON g.id = gp.gallery_id
 CROSS JOIN LATERAL (` + SyncCountsSQL + `) sc

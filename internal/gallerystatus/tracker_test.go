@@ -384,3 +384,23 @@ func TestTracker_AdoptsGalleriesWithoutItems(t *testing.T) {
 		t.Fatalf("events %+v, want one: %s empty", msgs, g)
 	}
 }
+
+// TestTracker_AppGalleriesWithoutCreatedAt: edgesync needs only galleries.id
+// of an app's own table; without created_at the tracker still records and
+// publishes statuses (the row's created_at copy stays null).
+func TestTracker_AppGalleriesWithoutCreatedAt(t *testing.T) {
+	pool := pgtest.Pool(t, pgtest.New(t))
+	f := fixture{t, pool}
+	f.exec(`ALTER TABLE galleries DROP COLUMN created_at`)
+	g := f.gallery(f.note())
+	rec := &recorder{}
+	tr := start(t, Config{}, pool, rec.publish)
+	tr.GalleriesChanged(g)
+	eventually(t, 5*time.Second, "the status event", func() bool { return len(rec.all()) == 1 })
+	var status string
+	var created *time.Time
+	if err := pool.QueryRow(context.Background(), `SELECT status, gallery_created_at FROM edgesync_gallery_status WHERE gallery_id = $1`, g).
+		Scan(&status, &created); err != nil || status != "web2_only" || created != nil {
+		t.Fatalf("row: %s %v (%v), want web2_only with no created_at", status, created, err)
+	}
+}

@@ -12,10 +12,10 @@ ALTER TABLE edgesync_gallery_status
     ADD COLUMN failed             int NOT NULL DEFAULT 0,
     ADD COLUMN gallery_created_at timestamptz;
 
--- Rows written before this step get their created_at now; their migrating and
--- failed counts are filled by the tracker's recheck at the daemon's start.
-UPDATE edgesync_gallery_status s SET gallery_created_at = g.created_at
-FROM galleries g WHERE g.id = s.gallery_id;
+-- Rows written before this step get their counts and created_at from the
+-- tracker's recheck at the daemon's start. (Not from galleries here: an app's
+-- own galleries table may have no created_at, and the migration must still
+-- apply; the tracker reads it only where it exists.)
 
 CREATE INDEX ix_gallery_status_list ON edgesync_gallery_status (status, gallery_created_at DESC, gallery_id DESC);
 
