@@ -241,10 +241,10 @@ type browser struct {
 	errs []string
 }
 
-func newBrowser(t *testing.T) *browser {
+func newBrowser(t *testing.T, bin string) *browser {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.ExecPath(bin),
 		chromedp.Headless,
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,
@@ -373,8 +373,9 @@ func galleriesShown(want map[string]string) string {
 // filters them, follows a gallery whose status changes, and shows one
 // gallery's memories and edges. Screenshots of the views are saved.
 func TestConsole_InBrowser(t *testing.T) {
+	bin := chromiumPath(t) // first: without a browser there is nothing to start the rest for
 	s := startStack(t)
-	b := newBrowser(t)
+	b := newBrowser(t, bin)
 
 	b.do("open the console", 60*time.Second, chromedp.Navigate(s.base+"/"))
 	// A page-lifetime marker: if the page reloaded, it would be gone.
