@@ -370,8 +370,9 @@ func galleriesShown(want map[string]string) string {
 // TestConsole_InBrowser: the console loads without console errors, follows
 // changed rows in the sync queue without a reload, starts a dry-run
 // reconcile with the admin token, shows the galleries with their statuses,
-// filters them, follows a gallery whose status changes, and shows one
-// gallery's memories and edges. Screenshots of the views are saved.
+// filters them, follows a gallery whose status changes, shows one gallery's
+// memories and edges, stores a gallery forever and retries a failed memory.
+// Screenshots of the views are saved.
 func TestConsole_InBrowser(t *testing.T) {
 	bin := chromiumPath(t) // first: without a browser there is nothing to start the rest for
 	s := startStack(t)
@@ -473,6 +474,13 @@ func TestConsole_InBrowser(t *testing.T) {
 	b.waitFor("the finished upload", `(() => { const p = document.querySelector('#uploads [data-progress-memory="`+s.mem["sketch"]+`"] progress');
 		return !!p && p.max === `+strconv.Itoa(sketchSize)+` && p.value === p.max; })()`)
 	b.screenshot("sync-queue-uploads")
+	// Retry of a failed memory is Store Forever of that memory: the note
+	// goes up this time and leaves the queue.
+	b.do("retry the failed note", 30*time.Second, chromedp.Click(chromedp.CSS(`#sync-items tr[data-memory-id="`+s.mem["diary"]+`"] button.retry`)))
+	b.waitFor("the note to leave the queue", `!document.querySelector('#sync-items tr[data-memory-id="`+s.mem["diary"]+`"]')`)
+	// Every memory of "Summer trip" is on ICP again (beach's failed re-upload
+	// left its earlier copy present).
+	shown["Summer trip"] = "stored_forever"
 
 	// The same galleries on a phone-sized screen.
 	b.do("phone viewport", 30*time.Second, chromedp.EmulateViewport(390, 844), chromedp.Click(chromedp.CSS(`nav a[data-view="galleries"]`)))
