@@ -8,16 +8,16 @@ PKGS     := ./...
 IMAGE_COMPONENT := deploy/k8s/components/image/kustomization.yaml
 IMAGE    ?= $(shell sed -n 's/^ *newName: *//p' $(IMAGE_COMPONENT)):$(shell sed -n 's/^ *newTag: *//p' $(IMAGE_COMPONENT))
 
-.PHONY: build test soak lint bench demo run image push postgres node-tools canister clean
+.PHONY: build test soak lint bench demo run image push postgres node-tools chromium canister clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/edgesync ./cmd/edgesync
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/icp-replica ./cmd/icp-replica
 
-# The test command of the README: installs PostgreSQL if it is missing, then
-# runs every test with the race detector against throwaway Postgres clusters
-# and in-process NATS servers.
-test: postgres node-tools
+# The test command of the README: installs PostgreSQL (and chromium, for the
+# storage console's browser test) if missing, then runs every test with the
+# race detector against throwaway Postgres clusters and in-process NATS servers.
+test: postgres node-tools chromium
 	$(GO) test -race -count=1 -timeout 9m $(PKGS)
 
 # The production-shape scenarios (prodtest/) at volume, including outages longer
@@ -29,6 +29,10 @@ soak: postgres
 
 postgres:
 	@scripts/ensure-postgres.sh
+
+# Debian's chromium, which the storage console's browser test drives (internal/console).
+chromium:
+	@scripts/ensure-chromium.sh
 
 # The pinned npm tools (tools/node): the Motoko compiler and interpreter, the IC JavaScript agent.
 node-tools:

@@ -60,6 +60,9 @@ var metricLabels = map[string][]string{
 	"edgesync_reconcile_duration_seconds_bucket": {"le"},
 	"edgesync_reconcile_duration_seconds_sum":    nil,
 	"edgesync_reconcile_duration_seconds_count":  nil,
+	"edgesync_cdc_decode_lag_seconds_bucket":     {"le"},
+	"edgesync_cdc_decode_lag_seconds_sum":        nil,
+	"edgesync_cdc_decode_lag_seconds_count":      nil,
 	// The HTTP API's own metrics (internal/api).
 	"edgesync_http_requests_total":                  {"route", "code"},
 	"edgesync_http_request_duration_seconds_bucket": {"route", "le"},

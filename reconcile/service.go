@@ -431,18 +431,49 @@ func (s *Service) Get(ctx context.Context, id string) (Run, error) {
 	if err := u.Scan(strings.TrimSpace(id)); err != nil {
 		return Run{}, ErrBadRunID
 	}
-	var (
-		run    Run
-		report []byte
-		errMsg *string
-	)
-	err := s.pool.QueryRow(ctx, `SELECT id::text, trigger, dry_run, state, started_at, finished_at, report, error
-		FROM reconcile_runs WHERE id = $1`, u).Scan(&run.ID, &run.Trigger, &run.DryRun, &run.State, &run.StartedAt, &run.FinishedAt, &report, &errMsg)
+	rows, err := s.pool.Query(ctx, `SELECT `+runColumns+` FROM reconcile_runs WHERE id = $1`, u)
+	if err != nil {
+		return Run{}, fmt.Errorf("read run %s: %w", id, err)
+	}
+	run, err := pgx.CollectExactlyOneRow(rows, scanRun)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Run{}, ErrRunNotFound
 	}
 	if err != nil {
 		return Run{}, fmt.Errorf("read run %s: %w", id, err)
+	}
+	return run, nil
+}
+
+// MaxListedRuns bounds List.
+const MaxListedRuns = 200
+
+// List returns the latest recorded runs, newest first, at most limit of them
+// (1 to MaxListedRuns): the history the storage console shows. The index on
+// started_at makes it a short index scan however many runs are recorded.
+func (s *Service) List(ctx context.Context, limit int) ([]Run, error) {
+	limit = min(max(limit, 1), MaxListedRuns)
+	rows, err := s.pool.Query(ctx, `SELECT `+runColumns+` FROM reconcile_runs ORDER BY started_at DESC, id DESC LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list runs: %w", err)
+	}
+	runs, err := pgx.CollectRows(rows, scanRun)
+	if err != nil {
+		return nil, fmt.Errorf("list runs: %w", err)
+	}
+	return runs, nil
+}
+
+const runColumns = `id::text, trigger, dry_run, state, started_at, finished_at, report, error`
+
+func scanRun(row pgx.CollectableRow) (Run, error) {
+	var (
+		run    Run
+		report []byte
+		errMsg *string
+	)
+	if err := row.Scan(&run.ID, &run.Trigger, &run.DryRun, &run.State, &run.StartedAt, &run.FinishedAt, &report, &errMsg); err != nil {
+		return Run{}, err
 	}
 	if errMsg != nil {
 		run.Error = *errMsg
@@ -450,7 +481,7 @@ func (s *Service) Get(ctx context.Context, id string) (Run, error) {
 	if report != nil {
 		run.Report = &Report{}
 		if err := json.Unmarshal(report, run.Report); err != nil {
-			return Run{}, fmt.Errorf("decode report of run %s: %w", id, err)
+			return Run{}, fmt.Errorf("decode report of run %s: %w", run.ID, err)
 		}
 	}
 	return run, nil

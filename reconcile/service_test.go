@@ -368,3 +368,37 @@ func TestRun_CompletionRetriedWithOneMsgID(t *testing.T) {
 		}
 	}
 }
+
+func TestService_List(t *testing.T) {
+	e := newEnv(t)
+	s := e.service(nil)
+	ctx := context.Background()
+	runs, err := s.List(ctx, 10)
+	if err != nil || len(runs) != 0 {
+		t.Fatalf("no runs yet: %v, %v", runs, err)
+	}
+	first, err := s.RunNow(ctx, TriggerCLI, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := s.RunNow(ctx, TriggerHTTP, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err = s.List(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 2 || runs[0].ID != second.ID || runs[1].ID != first.ID {
+		t.Fatalf("runs %+v, want %s then %s (newest first)", runs, second.ID, first.ID)
+	}
+	if r := runs[1]; !r.DryRun || r.Trigger != TriggerCLI || r.State != "done" || r.Report == nil || !r.Report.DryRun || r.FinishedAt == nil {
+		t.Errorf("first run as listed: %+v", r)
+	}
+	if got, err := s.Get(ctx, first.ID); err != nil || got.ID != first.ID || got.Report == nil {
+		t.Errorf("Get after List: %+v, %v", got, err)
+	}
+	if runs, err = s.List(ctx, 1); err != nil || len(runs) != 1 || runs[0].ID != second.ID {
+		t.Errorf("limit 1: %+v, %v", runs, err)
+	}
+}

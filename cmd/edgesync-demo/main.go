@@ -1,9 +1,10 @@
-// Command edgesync-demo is `make demo`: it starts a throwaway PostgreSQL from
-// the machine's binaries, the local ICP replica double and a stand-in blob
-// host, loads sample memories and galleries, runs `edgesync run` in-process
-// (with its embedded NATS server), and narrates what happens while it changes
-// rows and stores a gallery forever. Afterwards the daemon keeps running for
-// the curl session of docs/api.md until Ctrl-C.
+// Command edgesync-demo is `make demo`: it prints the storage console's URL
+// first, then starts a throwaway PostgreSQL from the machine's binaries, the
+// local ICP replica double and a stand-in blob host, loads sample memories and
+// galleries, runs `edgesync run` in-process (with its embedded NATS server),
+// and narrates what happens while it changes rows and stores a gallery
+// forever. Afterwards the daemon keeps running for the console and the curl
+// session of docs/api.md until Ctrl-C.
 package main
 
 import (
@@ -81,6 +82,12 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 func run(ctx context.Context, out io.Writer, addr string, exitAfter bool) error {
 	out = &syncWriter{w: out}
 	d := &demo{out: out}
+	// The console's address comes first, so a person can open it while the rest starts.
+	addr, err := consoleAddr(addr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "storage console: http://%s/ (actions ask for the admin token %q)\n", addr, token)
 	d.say("starting a throwaway PostgreSQL (wal_level=logical) from this machine's binaries")
 	cluster, err := pgtest.Start()
 	if err != nil {
@@ -127,11 +134,6 @@ func run(ctx context.Context, out io.Writer, addr string, exitAfter bool) error 
 		return err
 	}
 
-	if l, err := net.Listen("tcp", addr); err != nil {
-		addr = "127.0.0.1:0"
-	} else {
-		l.Close()
-	}
 	dataDir, err := os.MkdirTemp("", "edgesync-demo-")
 	if err != nil {
 		return err
@@ -184,7 +186,7 @@ func run(ctx context.Context, out io.Writer, addr string, exitAfter bool) error 
 	dc.NATSURL = dm.NATSURL()
 	doctor.Print(out, doctor.Run(ctx, dc))
 	if !exitAfter {
-		d.say("the daemon keeps running: try the curl commands of docs/api.md against %s (EDGESYNC_ADMIN_TOKEN=%s); Ctrl-C stops everything", d.base, token)
+		d.say("the daemon keeps running: open the storage console at %s/ or try the curl commands of docs/api.md (EDGESYNC_ADMIN_TOKEN=%s); Ctrl-C stops everything", d.base, token)
 		<-ctx.Done()
 	}
 	stopDaemon()
@@ -198,6 +200,19 @@ func run(ctx context.Context, out io.Writer, addr string, exitAfter bool) error 
 	}
 	fmt.Fprintln(out, "\nstopped cleanly")
 	return nil
+}
+
+// consoleAddr is addr when it is free, else a free loopback port: the
+// address is printed before the daemon binds it.
+func consoleAddr(addr string) (string, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		if l, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return "", fmt.Errorf("find a free port for the daemon's HTTP server: %w", err)
+		}
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 // summarize prints one event as a short line.

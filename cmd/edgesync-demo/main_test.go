@@ -17,6 +17,9 @@ func TestDemo(t *testing.T) {
 	if err := run(ctx, &out, "127.0.0.1:0", true); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
+	if first, _, _ := strings.Cut(out.String(), "\n"); !strings.HasPrefix(first, "storage console: http://127.0.0.1:") {
+		t.Errorf("the first line is %q, want the storage console's URL", first)
+	}
 	for _, want := range []string{
 		"edgesync.memory.image.created",
 		"edgesync.edge.vercel-blob.updated",

@@ -70,6 +70,32 @@ func (s *Server) getReconcile(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, run)
 }
 
+// listReconcileRuns answers GET /api/reconcile/runs: the run history with
+// each run's report, newest first. Read-only, so no token: the reports are
+// counts, never row contents.
+func (s *Server) listReconcileRuns(w http.ResponseWriter, r *http.Request) {
+	limit, ae := pageLimit(r.URL.Query().Get("limit"), 20, reconcile.MaxListedRuns)
+	if ae != nil {
+		writeError(w, ae)
+		return
+	}
+	if s.deps.Reconciler == nil {
+		writeError(w, unavailable("reconcile is not available on this instance"))
+		return
+	}
+	runs, err := s.deps.Reconciler.List(r.Context(), limit)
+	if err != nil {
+		s.fail(w, r, fmt.Errorf("list reconcile runs: %w", err))
+		return
+	}
+	if runs == nil {
+		runs = []reconcile.Run{}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Runs []reconcile.Run `json:"runs"`
+	}{runs})
+}
+
 // backends answers from the last periodic check (see Health); before the
 // first one every backend is reported as not checked yet.
 func (s *Server) backends(w http.ResponseWriter, r *http.Request) {

@@ -233,9 +233,20 @@ func TestSyncStatus_WalkUnderConcurrentInserts(t *testing.T) {
 	}
 	for _, it := range body["items"].([]any) {
 		m := it.(map[string]any)
-		if m["sync_state"] != "failed" || m["memory_type"] != "image" || m["sync_error"] != "boom" {
+		if m["sync_state"] != "failed" || m["memory_type"] != "image" || m["sync_error"] != "boom" || m["attempts"] != float64(0) {
 			t.Fatalf("filtered item %v", m)
 		}
+	}
+
+	// Attempts come from the mirror's bookkeeping of that memory and backend.
+	first := body["items"].([]any)[0].(map[string]any)
+	e.exec(`INSERT INTO sync_attempts (memory_id, memory_type, backend, attempts, last_error) VALUES ($1, 'image', 'icp-canister', 3, 'boom')`, first["memory_id"])
+	status, body, _ = e.do("GET", "/api/storage/sync-status?state=failed&backend=icp-canister&memory_type=image&limit=1", "", nil)
+	if status != 200 || len(body["items"].([]any)) != 1 {
+		t.Fatalf("first failed item: %d %v", status, body)
+	}
+	if got := body["items"].([]any)[0].(map[string]any); got["id"] != first["id"] || got["attempts"] != float64(3) {
+		t.Fatalf("after 3 attempts: %v, want %s with attempts 3", got, first["id"])
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -79,6 +80,17 @@ func (f *fakeReconciler) Get(ctx context.Context, id string) (reconcile.Run, err
 		return reconcile.Run{}, reconcile.ErrRunNotFound
 	}
 	return r, nil
+}
+
+func (f *fakeReconciler) List(ctx context.Context, limit int) ([]reconcile.Run, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]reconcile.Run, 0, len(f.runs))
+	for _, r := range f.runs {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].StartedAt.After(out[j].StartedAt) })
+	return out[:min(limit, len(out))], nil
 }
 
 var _ Reconciler = (*fakeReconciler)(nil)

@@ -3,13 +3,15 @@ package api
 import (
 	"net/http"
 	"strings"
+
+	"github.com/edgesync/edgesync/internal/console"
 )
 
 // route is one entry of the API. The mux and the OpenAPI conformance test both
 // read routeTable, so a route cannot exist undocumented or the reverse.
 type route struct {
 	method  string
-	path    string // net/http pattern path; {name} segments as in OpenAPI
+	path    string // net/http pattern path; {name} segments as in OpenAPI ("/{$}" is OpenAPI's "/")
 	op      string // OpenAPI operationId: the name generated clients give the call
 	token   bool   // needs the admin token: every write and every admin route
 	stream  bool   // long-lived: no handler deadline, no body
@@ -31,12 +33,22 @@ func routeTable() []route {
 		{method: http.MethodPost, op: "storeMemoryForever", path: "/api/memories/{type}/{id}/store-forever", token: true, handler: (*Server).storeForeverMemory},
 		{method: http.MethodPost, op: "startReconcile", path: "/admin/reconcile", token: true, handler: (*Server).startReconcile},
 		{method: http.MethodGet, op: "getReconcileRun", path: "/admin/reconcile/{run_id}", token: true, handler: (*Server).getReconcile},
+		{method: http.MethodGet, op: "listReconcileRuns", path: "/api/reconcile/runs", handler: (*Server).listReconcileRuns},
 		{method: http.MethodGet, op: "getBackendHealth", path: "/api/health/backends", handler: (*Server).backends},
 		{method: http.MethodGet, op: "getLiveness", path: "/healthz", handler: (*Server).healthz},
 		{method: http.MethodGet, op: "getReadiness", path: "/readyz", handler: (*Server).readyz},
 		{method: http.MethodGet, op: "getMetrics", path: "/metrics", handler: (*Server).serveMetrics},
+		// The storage console (internal/console): HTML, CSS and JavaScript, not JSON.
+		{method: http.MethodGet, op: "getConsole", path: "/{$}", handler: (*Server).consolePage},
+		{method: http.MethodGet, op: "getConsoleAsset", path: "/console/{file}", handler: (*Server).consoleAsset},
 	}
 }
+
+// openAPIPath is a route's path as docs/openapi.yaml spells it.
+func openAPIPath(p string) string { return strings.TrimSuffix(p, "{$}") }
+
+func (s *Server) consolePage(w http.ResponseWriter, r *http.Request)  { console.Page(w, r) }
+func (s *Server) consoleAsset(w http.ResponseWriter, r *http.Request) { console.Asset(w, r) }
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()

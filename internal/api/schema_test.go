@@ -99,6 +99,20 @@ func TestServer_AppSchema(t *testing.T) {
 		t.Errorf("the public.images decoy got edges: %v", got)
 	}
 
+	// The run history lists the real runs, newest first, with their reports.
+	firstRun := func() string {
+		code, body, _ := e.do("GET", "/api/reconcile/runs?limit=5", "", nil)
+		runs, _ := body["runs"].([]any)
+		if code != 200 || len(runs) != 1 {
+			t.Fatalf("GET /api/reconcile/runs = %d %v, want one run", code, body)
+		}
+		r := runs[0].(map[string]any)
+		if r["state"] != "done" || r["trigger"] != "http" || r["report"].(map[string]any)["missing"] != float64(5) {
+			t.Fatalf("listed run %v", r)
+		}
+		return r["run_id"].(string)
+	}()
+
 	// Drift in the app table is found and corrected.
 	e.exec(`UPDATE app.images SET blob_url = 'https://b.example/new.png' WHERE id = $1`, drifty)
 	if rep := reconcileOnce(); rep.Drift != 1 {
@@ -106,6 +120,10 @@ func TestServer_AppSchema(t *testing.T) {
 	}
 	if got := edges(drifty)["asset/vercel-blob"]; got != "https://b.example/new.png|true" {
 		t.Errorf("drifted blob edge = %q", got)
+	}
+	if code, body, _ := e.do("GET", "/api/reconcile/runs?limit=1", "", nil); code != 200 || len(body["runs"].([]any)) != 1 ||
+		body["runs"].([]any)[0].(map[string]any)["run_id"] == firstRun {
+		t.Errorf("limit 1 after a second run = %d %v, want only the newest", code, body)
 	}
 
 	// The API reads the app's tables.

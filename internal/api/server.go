@@ -64,10 +64,12 @@ const DefaultSSEGalleryMembers = 500_000
 
 // Reconciler starts and reports reconcile runs; the reconcile package's
 // runner satisfies it. Start must return once the run is recorded: the run
-// itself must not be bound to ctx, which ends with the request.
+// itself must not be bound to ctx, which ends with the request. List returns
+// the latest recorded runs, newest first.
 type Reconciler interface {
 	Start(ctx context.Context, trigger string, dryRun bool) (string, error)
 	Get(ctx context.Context, id string) (reconcile.Run, error)
+	List(ctx context.Context, limit int) ([]reconcile.Run, error)
 }
 
 // BackendCheck is one backend of GET /api/health/backends.

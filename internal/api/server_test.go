@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -99,6 +100,9 @@ func TestServer_StatusCodes(t *testing.T) {
 		{"reconcile get wrong token", "GET", "/admin/reconcile/" + runID, "nope", nil, 401, "unauthorized"},
 		{"reconcile get unknown", "GET", "/admin/reconcile/" + missing, testToken, nil, 404, "not_found"},
 		{"reconcile get bad id", "GET", "/admin/reconcile/42", testToken, nil, 400, "bad_request"},
+		{"reconcile runs", "GET", "/api/reconcile/runs", "", nil, 200, ""},
+		{"reconcile runs bad limit", "GET", "/api/reconcile/runs?limit=0", "", nil, 400, "bad_request"},
+		{"reconcile runs limit too big", "GET", "/api/reconcile/runs?limit=201", "", nil, 400, "bad_request"},
 		{"backends", "GET", "/api/health/backends", "", nil, 200, ""},
 		{"healthz", "GET", "/healthz", "", nil, 200, ""},
 		{"readyz", "GET", "/readyz", "", nil, 200, ""},
@@ -139,6 +143,7 @@ func TestServer_StatusCodesOtherConfigs(t *testing.T) {
 		{"no token configured admin", func(c *Config, d *Deps) { c.AdminToken = "" }, nil, "POST", "/admin/reconcile", "", 403, "forbidden"},
 		{"no reconciler", func(c *Config, d *Deps) { d.Reconciler = nil }, nil, "POST", "/admin/reconcile", testToken, 503, "unavailable"},
 		{"no reconciler get", func(c *Config, d *Deps) { d.Reconciler = nil }, nil, "GET", "/admin/reconcile/" + uuid.NewString(), testToken, 503, "unavailable"},
+		{"no reconciler runs", func(c *Config, d *Deps) { d.Reconciler = nil }, nil, "GET", "/api/reconcile/runs", "", 503, "unavailable"},
 		{"no token configured admin get", func(c *Config, d *Deps) { c.AdminToken = "" }, nil, "GET", "/admin/reconcile/" + uuid.NewString(), "", 403, "forbidden"},
 		{"reconcile starts", nil, nil, "POST", "/admin/reconcile?dry_run=true", testToken, 202, ""},
 		{"panic is a 500", nil, func(e *env) { e.rec.panicky = true }, "POST", "/admin/reconcile", testToken, 500, "internal"},
@@ -217,5 +222,49 @@ func TestServer_HandlerDeadline(t *testing.T) {
 	status, body, _ := e.do("GET", "/admin/reconcile/"+uuid.NewString(), testToken, nil)
 	if status != 503 || errCode(body) != "timeout" || time.Since(start) > 2*time.Second {
 		t.Fatalf("status %d after %s: %v", status, time.Since(start), body)
+	}
+}
+
+// TestServer_Console: GET / is the storage console's page and /console/{file}
+// its files, each with the console's Content-Security-Policy and nosniff;
+// unknown paths keep the JSON 404 (the page is "/" exactly, not a catch-all).
+func TestServer_Console(t *testing.T) {
+	e := newEnv(t, nil)
+	get := func(path string) (*http.Response, string) {
+		t.Helper()
+		resp, err := e.http.Client().Get(e.http.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	for _, tc := range []struct{ path, ctype, contains string }{
+		{"/", "text/html", `src="/console/console.js"`},
+		{"/console/console.js", "text/javascript", "EventSource"},
+		{"/console/metrics.js", "text/javascript", "parse"},
+		{"/console/console.css", "text/css", "body"},
+		{"/console/icon.svg", "image/svg+xml", "<svg"},
+	} {
+		resp, body := get(tc.path)
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), tc.ctype) || !strings.Contains(body, tc.contains) {
+			t.Errorf("GET %s = %d %s, want 200 %s containing %q", tc.path, resp.StatusCode, resp.Header.Get("Content-Type"), tc.ctype, tc.contains)
+		}
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") || strings.Contains(csp, "unsafe") {
+			t.Errorf("GET %s: Content-Security-Policy %q", tc.path, csp)
+		}
+		if resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET %s: no X-Content-Type-Options: nosniff", tc.path)
+		}
+	}
+	for _, path := range []string{"/console/nope.js", "/console/index.html", "/console/..%2fconsole.go", "/nothing", "/console/"} {
+		resp, body := get(path)
+		if resp.StatusCode != 404 || !strings.Contains(body, `"not_found"`) {
+			t.Errorf("GET %s = %d %s, want the JSON 404", path, resp.StatusCode, body)
+		}
+	}
+	if resp, _ := get("/?x=1"); resp.StatusCode != 200 {
+		t.Errorf("GET /?x=1 = %d", resp.StatusCode)
 	}
 }

@@ -24,6 +24,9 @@ type SyncItem struct {
 	StateSince     time.Time  `json:"state_since"`
 	InStateSeconds float64    `json:"in_state_seconds"`
 	LastSyncedAt   *time.Time `json:"last_synced_at"`
+	// Attempts is how many upload attempts the memory's sync to this backend
+	// has spent (sync_attempts; 0 before the first failure).
+	Attempts int `json:"attempts"`
 }
 
 type syncCursor struct {
@@ -88,7 +91,9 @@ func (s *Server) syncStatus(w http.ResponseWriter, r *http.Request) {
 		where = append(where, "id > "+arg(cur.After)+"::uuid")
 	}
 	listSQL := `SELECT id, memory_id, memory_type, artifact, backend, sync_state, sync_error, updated_at,
-			extract(epoch FROM now() - updated_at)::float8, last_synced_at
+			extract(epoch FROM now() - updated_at)::float8, last_synced_at,
+			coalesce((SELECT sa.attempts FROM sync_attempts sa WHERE sa.memory_id = storage_edges.memory_id
+				AND sa.memory_type = storage_edges.memory_type AND sa.backend = storage_edges.backend), 0)
 		FROM storage_edges
 		WHERE ` + strings.Join(append([]string{"sync_state <> 'idle'"}, where...), " AND ") + `
 		ORDER BY id LIMIT ` + arg(limit+1)
@@ -107,7 +112,7 @@ func (s *Server) syncStatus(w http.ResponseWriter, r *http.Request) {
 	items, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (SyncItem, error) {
 		var it SyncItem
 		err := row.Scan(&it.ID, &it.MemoryID, &it.MemoryType, &it.Artifact, &it.Backend, &it.SyncState, &it.SyncError,
-			&it.StateSince, &it.InStateSeconds, &it.LastSyncedAt)
+			&it.StateSince, &it.InStateSeconds, &it.LastSyncedAt, &it.Attempts)
 		return it, err
 	})
 	if err != nil {

@@ -27,6 +27,7 @@ var rules = map[string][]string{
 	"internal":            {"cmd", "daemon"},              // helpers never reach up
 	"internal/ssefeed":    {"", "!domain"},                // the SSE feed: only the vocabulary (the hub is its own interface)
 	"internal/tail":       {"", "!sinks/nats", "!domain"}, // `edgesync tail`: subject matching only; the command passes its options
+	"internal/console":    {""},                           // the storage console's embedded files: a leaf the API mounts
 	"bench":               {"cmd"},                        // benchmarks drive packages, not main
 	// Examples are what another service writes: nats.go only, nothing of ours.
 	"examples": {""},
