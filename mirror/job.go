@@ -1,11 +1,13 @@
 package mirror
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"sync"
 	"time"
 
@@ -245,25 +247,65 @@ func (m *Mirror) sync(ctx context.Context, client *icp.Client, job *river.Job[ar
 	return errUnsettled
 }
 
-// store does one pass: the artifacts in want.
+// store does one pass: the artifacts in want. When both are wanted, the metadata goes up while
+// the asset downloads (the download of a large asset takes long, a metadata call a few
+// milliseconds on a fast link and seconds on mainnet: either hides the other), and both edges
+// are marked in one statement. A metadata failure stops the asset, as when the two ran one
+// after the other (an unauthorized daemon or a conflict would only waste the download), and is
+// the error reported; an asset already stored by then is marked all the same.
 func (m *Mirror) store(ctx context.Context, client *icp.Client, t domain.Table, a args, want map[string]bool, log *zap.Logger) error {
 	row, err := m.readRow(ctx, t, a.MemoryID)
 	if err != nil {
 		return err
 	}
-	if want[domain.ArtifactMetadata] {
+	putMetadata := func() (storedArtifact, error) {
 		hash, err := client.PutMetadata(ctx, a.MemoryID, row.json)
 		if err != nil {
-			return &stepError{step: domain.ArtifactMetadata, err: err}
+			return storedArtifact{}, &stepError{step: domain.ArtifactMetadata, err: err}
 		}
-		if err := m.markStored(ctx, a, domain.ArtifactMetadata, hash, int64(len(row.json)), !want[domain.ArtifactAsset]); err != nil {
+		return storedArtifact{artifact: domain.ArtifactMetadata, hash: hash, size: int64(len(row.json))}, nil
+	}
+	var done []storedArtifact
+	var metaErr, assetErr error
+	switch {
+	case want[domain.ArtifactAsset]:
+		assetCtx, stopAsset := context.WithCancel(ctx)
+		defer stopAsset()
+		var meta chan error
+		var metaDone storedArtifact
+		if want[domain.ArtifactMetadata] {
+			meta = make(chan error, 1)
+			go func() {
+				var err error
+				if metaDone, err = putMetadata(); err != nil {
+					stopAsset()
+				}
+				meta <- err
+			}()
+		}
+		var asset storedArtifact
+		asset, assetErr = m.syncAsset(assetCtx, client, a, row, log)
+		if meta != nil {
+			if metaErr = <-meta; metaErr == nil {
+				done = append(done, metaDone)
+			}
+		}
+		if assetErr == nil {
+			done = append(done, asset)
+		}
+	case want[domain.ArtifactMetadata]:
+		var meta storedArtifact
+		if meta, metaErr = putMetadata(); metaErr == nil {
+			done = append(done, meta)
+		}
+	}
+	if len(done) > 0 {
+		if err := m.markStored(ctx, a, done, metaErr == nil && assetErr == nil); err != nil {
 			return err
 		}
 	}
-	if want[domain.ArtifactAsset] {
-		if err := m.syncAsset(ctx, client, a, row, log); err != nil {
-			return err
-		}
+	if err := cmp.Or(metaErr, assetErr); err != nil {
+		return err
 	}
 	log.Debug("icp mirror pass done", zap.Bool("metadata", want[domain.ArtifactMetadata]), zap.Bool("asset", want[domain.ArtifactAsset]))
 	return nil
@@ -296,16 +338,17 @@ func (m *Mirror) complete(ctx context.Context, job *river.Job[args]) (migrating 
 	return nil, err
 }
 
-func (m *Mirror) syncAsset(ctx context.Context, client *icp.Client, a args, row memoryRow, log *zap.Logger) error {
+// syncAsset downloads the asset and uploads it; the caller marks its edge.
+func (m *Mirror) syncAsset(ctx context.Context, client *icp.Client, a args, row memoryRow, log *zap.Logger) (storedArtifact, error) {
 	if row.url == nil || *row.url == "" {
-		return errNoAssetURL
+		return storedArtifact{}, errNoAssetURL
 	}
 	if row.size != nil && *row.size > m.cfg.AssetMaxBytes {
-		return &FetchError{URL: *row.url, TooLarge: true, Size: *row.size, Limit: m.cfg.AssetMaxBytes}
+		return storedArtifact{}, &FetchError{URL: *row.url, TooLarge: true, Size: *row.size, Limit: m.cfg.AssetMaxBytes}
 	}
 	b, err := m.fetcher.fetch(ctx, *row.url)
 	if err != nil {
-		return err
+		return storedArtifact{}, err
 	}
 	defer func() {
 		if err := b.Close(); err != nil {
@@ -321,11 +364,10 @@ func (m *Mirror) syncAsset(ctx context.Context, client *icp.Client, a args, row 
 	defer m.metrics.uploading.Dec()
 	stopBeat := m.heartbeat(ctx, a, log)
 	defer stopBeat()
-	_, err = client.UploadAsset(ctx, a.MemoryID, b, b.size, b.hash, m.progress(a))
-	if err != nil {
-		return &stepError{step: domain.ArtifactAsset, err: err}
+	if _, err := client.UploadAsset(ctx, a.MemoryID, b, b.size, b.hash, m.progress(a)); err != nil {
+		return storedArtifact{}, &stepError{step: domain.ArtifactAsset, err: err}
 	}
-	return m.markStored(ctx, a, domain.ArtifactAsset, b.hash, b.size, true)
+	return storedArtifact{artifact: domain.ArtifactAsset, hash: b.hash, size: b.size}, nil
 }
 
 // progress returns the upload's progress callback: it counts the bytes actually sent and publishes
@@ -433,20 +475,40 @@ func (m *Mirror) readRow(ctx context.Context, t domain.Table, id string) (memory
 	return row, nil
 }
 
-// markStored records that the canister holds artifact with hash and size; with last, the pass
-// is done and its retry bookkeeping goes in the same statement, so nobody sees a stored memory
-// with attempts still counted. It is unconditional: if reconcile gave up on the edge meanwhile,
-// the canister's answer is still the truth.
-func (m *Mirror) markStored(ctx context.Context, a args, artifact, hash string, size int64, last bool) error {
-	_, err := m.pool.Exec(ctx, `WITH cleared AS (
-		DELETE FROM sync_attempts WHERE $6::boolean AND memory_id = $1 AND memory_type = $2 AND backend = $7
-	)
-	UPDATE storage_edges
-	SET present = true, sync_state = $8, sync_error = NULL, content_hash = $4, size_bytes = $5, last_synced_at = now()
-	WHERE memory_id = $1 AND memory_type = $2 AND backend = $7 AND artifact = $3::artifact_t`,
-		a.MemoryID, a.MemoryType, artifact, hash, size, last, domain.BackendICP, domain.SyncIdle)
-	if err != nil {
-		return fmt.Errorf("mark %s stored on icp: %w", artifact, err)
+// storedArtifact is an artifact the canister holds: what its edge records.
+type storedArtifact struct {
+	artifact string
+	hash     string
+	size     int64
+}
+
+// markStoredSQL marks the edges of the stored artifacts ($3, $4, $5 in step) in one statement;
+// with $6 the pass is done and its retry bookkeeping goes too.
+const markStoredSQL = `WITH cleared AS (
+	DELETE FROM sync_attempts WHERE $6::boolean AND memory_id = $1 AND memory_type = $2 AND backend = $7
+), done AS (
+	SELECT * FROM unnest($3::text[], $4::text[], $5::bigint[]) AS d(artifact, content_hash, size_bytes)
+)
+UPDATE storage_edges e
+SET present = true, sync_state = $8, sync_error = NULL, content_hash = done.content_hash,
+    size_bytes = done.size_bytes, last_synced_at = now()
+FROM done
+WHERE e.memory_id = $1 AND e.memory_type = $2 AND e.backend = $7 AND e.artifact = done.artifact::artifact_t`
+
+// markStored records that the canister holds the artifacts of done, in one statement; with last,
+// the pass is done and its retry bookkeeping goes in the same statement, so nobody sees a stored
+// memory with attempts still counted. It is unconditional: if reconcile gave up on an edge
+// meanwhile, the canister's answer is still the truth.
+func (m *Mirror) markStored(ctx context.Context, a args, done []storedArtifact, last bool) error {
+	artifacts := make([]string, len(done))
+	hashes := make([]string, len(done))
+	sizes := make([]int64, len(done))
+	for i, d := range done {
+		artifacts[i], hashes[i], sizes[i] = d.artifact, d.hash, d.size
+	}
+	if _, err := m.pool.Exec(ctx, markStoredSQL, a.MemoryID, a.MemoryType, artifacts, hashes, sizes, last,
+		domain.BackendICP, domain.SyncIdle); err != nil {
+		return fmt.Errorf("mark %s stored on icp: %w", strings.Join(artifacts, " and "), err)
 	}
 	return nil
 }
