@@ -138,6 +138,11 @@ func TestConfig_Validate(t *testing.T) {
 		{"sse cap zero", map[string]string{"EDGESYNC_SSE_MAX_CLIENTS": "0"}, "EDGESYNC_SSE_MAX_CLIENTS: 0 is out of range"},
 		{"sse cap words", map[string]string{"EDGESYNC_SSE_MAX_CLIENTS": "lots"}, `EDGESYNC_SSE_MAX_CLIENTS: "lots" is not a whole number`},
 		{"sse cap ok", map[string]string{"EDGESYNC_SSE_MAX_CLIENTS": "2500"}, ""},
+		{"asset max at the canister's", map[string]string{"EDGESYNC_ASSET_MAX_BYTES": "67108864"}, ""},
+		{"asset max smaller", map[string]string{"EDGESYNC_ASSET_MAX_BYTES": "1048576"}, ""},
+		{"asset max over the canister's", map[string]string{"EDGESYNC_ASSET_MAX_BYTES": "1073741824"},
+			"EDGESYNC_ASSET_MAX_BYTES: 1073741824 is more than the memory-store canister stores (67108864 bytes, 64 MiB)"},
+		{"asset max zero", map[string]string{"EDGESYNC_ASSET_MAX_BYTES": "0"}, "EDGESYNC_ASSET_MAX_BYTES: must be positive"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

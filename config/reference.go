@@ -37,7 +37,7 @@ var abouts = map[string]about{
 	"icp_retry_base":      {"First wait before a `failed` ICP sync gets its next round of attempts (reconcile re-queues it when due); doubles per round up to 24 h, 10 rounds, then the sync_error says what to do.", "next"},
 	"asset_hosts":         {"Comma-separated host patterns (`host`, `host:port`, `*.suffix`) the mirror may fetch assets from, also as redirect targets; anything else ends `failed` with a sync_error naming this setting. Loopback, private and link-local addresses are refused unless a pattern names them explicitly.", "next"},
 	"sse_max_clients":     {"Most SSE clients one instance serves at once; beyond it the stream answers 503 with Retry-After.", "next"},
-	"asset_max_bytes":     {"Largest asset the mirror fetches and uploads; `doctor` checks the data directory has room for it.", "0.1.0"},
+	"asset_max_bytes":     {"Largest asset the mirror fetches and uploads; larger memories fail at once with a sync_error naming this setting. At most 67108864 (64 MiB, the largest asset the memory-store canister stores, and the default): a larger value is a configuration error. `doctor` checks the data directory has room for it.", "0.1.0"},
 	"blob_url":            {"The blob store's base URL, used for the blob health check and `doctor` (any HTTP answer counts as reachable); empty: not checked.", "0.1.0"},
 	"log_level":           {"debug, info, warn or error.", "0.1.0"},
 	"log_format":          {"json or console.", "0.1.0"},
