@@ -227,7 +227,9 @@ func (m *Mirror) sync(ctx context.Context, client *icp.Client, job *river.Job[ar
 	if !icp.ValidUUID(a.MemoryID) {
 		return fmt.Errorf("%w: %q", icp.ErrInvalidUUID, a.MemoryID)
 	}
-	want, err := m.migratingArtifacts(ctx, m.pool, a)
+	// The first pass reads the edges and the row in one round trip; a later one (edges that became
+	// migrating while the job ran, perhaps for a new URL) reads the row again.
+	want, row, err := m.readJob(ctx, t, a)
 	if err != nil {
 		return err
 	}
@@ -235,8 +237,14 @@ func (m *Mirror) sync(ctx context.Context, client *icp.Client, job *river.Job[ar
 		if len(want) > 0 {
 			if pass > 0 {
 				log.Debug("icp edges became migrating while the job ran; another pass")
+				if row, err = m.readRow(ctx, t, a.MemoryID); err != nil {
+					return err
+				}
 			}
-			if err := m.store(ctx, client, t, a, want, log); err != nil {
+			if row == nil {
+				return errMemoryGone
+			}
+			if err := m.store(ctx, client, a, want, *row, log); err != nil {
 				return err
 			}
 		}
@@ -253,11 +261,7 @@ func (m *Mirror) sync(ctx context.Context, client *icp.Client, job *river.Job[ar
 // are marked in one statement. A metadata failure stops the asset, as when the two ran one
 // after the other (an unauthorized daemon or a conflict would only waste the download), and is
 // the error reported; an asset already stored by then is marked all the same.
-func (m *Mirror) store(ctx context.Context, client *icp.Client, t domain.Table, a args, want map[string]bool, log *zap.Logger) error {
-	row, err := m.readRow(ctx, t, a.MemoryID)
-	if err != nil {
-		return err
-	}
+func (m *Mirror) store(ctx context.Context, client *icp.Client, a args, want map[string]bool, row memoryRow, log *zap.Logger) error {
 	putMetadata := func() (storedArtifact, error) {
 		hash, err := client.PutMetadata(ctx, a.MemoryID, row.json)
 		if err != nil {
@@ -430,25 +434,34 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
+// migratingSQL lists the memory's icp edges that are migrating.
+const migratingSQL = `SELECT artifact::text FROM storage_edges
+	WHERE memory_id = $1 AND memory_type = $2 AND backend = $3 AND sync_state = $4`
+
 func (m *Mirror) migratingArtifacts(ctx context.Context, q querier, a args) (map[string]bool, error) {
-	rows, err := q.Query(ctx, `SELECT artifact::text FROM storage_edges
-		WHERE memory_id = $1 AND memory_type = $2 AND backend = $3 AND sync_state = $4`,
-		a.MemoryID, a.MemoryType, domain.BackendICP, domain.SyncMigrating)
+	rows, err := q.Query(ctx, migratingSQL, a.MemoryID, a.MemoryType, domain.BackendICP, domain.SyncMigrating)
 	if err != nil {
 		return nil, fmt.Errorf("read migrating icp edges: %w", err)
 	}
 	want := map[string]bool{}
-	var artifact string
-	if _, err := pgx.ForEachRow(rows, []any{&artifact}, func() error { want[artifact] = true; return nil }); err != nil {
+	if err := collectArtifacts(rows, want); err != nil {
 		return nil, fmt.Errorf("read migrating icp edges: %w", err)
 	}
 	return want, nil
 }
 
-// readRow reads the memory row as JSON. The session time zone is pinned to UTC (and float output
-// to the shortest exact form) so the document, and thus its hash, is the same from every daemon:
-// the canister is write-once, and a different rendering of the same row would read as a conflict.
-func (m *Mirror) readRow(ctx context.Context, t domain.Table, id string) (memoryRow, error) {
+// collectArtifacts adds the artifact of every row to want and closes rows.
+func collectArtifacts(rows pgx.Rows, want map[string]bool) error {
+	var artifact string
+	_, err := pgx.ForEachRow(rows, []any{&artifact}, func() error { want[artifact] = true; return nil })
+	return err
+}
+
+// rowQuery reads the memory row as JSON, with its asset URL and size. The session time zone is
+// pinned to UTC (and float output to the shortest exact form) by rowSettings, so the document,
+// and thus its hash, is the same from every daemon: the canister is write-once, and a different
+// rendering of the same row would read as a conflict.
+func rowQuery(t domain.Table) string {
 	url, size := "NULL::text", "NULL::bigint"
 	if t.URLColumn != "" {
 		url = "t." + pgx.Identifier{t.URLColumn}.Sanitize() + "::text"
@@ -456,23 +469,55 @@ func (m *Mirror) readRow(ctx context.Context, t domain.Table, id string) (memory
 	if t.SizeColumn != "" {
 		size = "t." + pgx.Identifier{t.SizeColumn}.Sanitize() + "::bigint"
 	}
-	q := fmt.Sprintf(`SELECT row_to_json(t)::text, %s, %s FROM %s t WHERE t.id = $1`,
-		url, size, t.Ident())
-	var row memoryRow
-	var doc string
-	// One round trip: a batch is one implicit transaction, so the local settings hold for the query.
+	return fmt.Sprintf(`SELECT row_to_json(t)::text, %s, %s FROM %s t WHERE t.id = $1`, url, size, t.Ident())
+}
+
+// rowSettings go before rowQuery in the same batch: a batch is one implicit transaction, so the
+// local settings hold for the query.
+const rowSettings = `SELECT set_config('TimeZone', 'UTC', true), set_config('extra_float_digits', '1', true)`
+
+// queueRow queues rowQuery on batch; *row is nil after the batch when the memory row is gone.
+func queueRow(batch *pgx.Batch, t domain.Table, id string, row **memoryRow) {
+	batch.Queue(rowSettings)
+	batch.Queue(rowQuery(t), id).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var doc string
+			r := &memoryRow{}
+			if err := rows.Scan(&doc, &r.url, &r.size); err != nil {
+				return err
+			}
+			r.json = []byte(doc)
+			*row = r
+		}
+		return rows.Err()
+	})
+}
+
+// readRow reads the memory row (see rowQuery); nil when it is gone.
+func (m *Mirror) readRow(ctx context.Context, t domain.Table, id string) (*memoryRow, error) {
+	var row *memoryRow
 	batch := &pgx.Batch{}
-	batch.Queue(`SELECT set_config('TimeZone', 'UTC', true), set_config('extra_float_digits', '1', true)`)
-	batch.Queue(q, id).QueryRow(func(r pgx.Row) error { return r.Scan(&doc, &row.url, &row.size) })
-	err := m.pool.SendBatch(ctx, batch).Close()
-	if errors.Is(err, pgx.ErrNoRows) {
-		return memoryRow{}, errMemoryGone
+	queueRow(batch, t, id, &row)
+	if err := m.pool.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, fmt.Errorf("read %s %s: %w", t.Name, id, err)
 	}
-	if err != nil {
-		return memoryRow{}, fmt.Errorf("read %s %s: %w", t.Name, id, err)
-	}
-	row.json = []byte(doc)
 	return row, nil
+}
+
+// readJob reads, in one round trip, which icp edges of the memory are migrating and the memory
+// row (nil when it is gone), which the job needs when any are.
+func (m *Mirror) readJob(ctx context.Context, t domain.Table, a args) (map[string]bool, *memoryRow, error) {
+	want := map[string]bool{}
+	var row *memoryRow
+	batch := &pgx.Batch{}
+	batch.Queue(migratingSQL, a.MemoryID, a.MemoryType, domain.BackendICP, domain.SyncMigrating).Query(func(rows pgx.Rows) error {
+		return collectArtifacts(rows, want)
+	})
+	queueRow(batch, t, a.MemoryID, &row)
+	if err := m.pool.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, nil, fmt.Errorf("read the migrating icp edges and %s %s: %w", t.Name, a.MemoryID, err)
+	}
+	return want, row, nil
 }
 
 // storedArtifact is an artifact the canister holds: what its edge records.
