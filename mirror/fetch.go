@@ -143,7 +143,7 @@ type fetcher struct {
 
 // fetch downloads rawURL, into memory when the answer says it is small and into a temporary file
 // otherwise, while hashing it. The timeout bounds stalls, not
-// the whole download: a 1 GiB video on a slow link may take long but must keep moving.
+// the whole download: a 64 MiB video on a slow link may take long but must keep moving.
 func (f *fetcher) fetch(ctx context.Context, rawURL string) (*blob, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
