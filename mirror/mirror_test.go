@@ -907,6 +907,27 @@ func TestMirror_hashMismatch(t *testing.T) {
 		}
 	})
 
+	t.Run("a metadata conflict stops the asset's download", func(t *testing.T) {
+		e := newMirrorEnv(t, cfg)
+		// The download would hang for a minute; the metadata call, running beside it, fails at
+		// once and must cancel it.
+		m := e.start(t, mirror.Config{FetchTimeout: time.Minute}, nil)
+		id := e.memory(t, "images", e.blobs.hangOn("stuck.jpg"), 100)
+		if _, err := e.client.PutMetadata(ctx, id, []byte(`{"title":"another"}`)); err != nil {
+			t.Fatal(err)
+		}
+		e.storeForever(t, m.Mirror, id, "image", true)
+		for _, art := range []string{"metadata", "asset"} {
+			f := e.waitEdge(t, 30*time.Second, id, art, failed)
+			if f.Error == nil || !strings.HasPrefix(*f.Error, "ICP already holds different metadata for this memory") {
+				t.Errorf("%s edge %v; want the metadata conflict note", art, f)
+			}
+		}
+		if calls := e.replica.Stats().Calls; calls[icp.MethodBeginAsset] != 0 {
+			t.Errorf("%d begin_asset calls; the asset should not have been uploaded", calls[icp.MethodBeginAsset])
+		}
+	})
+
 	t.Run("canister holds other metadata", func(t *testing.T) {
 		e := newMirrorEnv(t, cfg)
 		m := e.start(t, mirror.Config{}, nil)
