@@ -116,7 +116,7 @@ func Default() Config {
 		AssetHosts:        domain.DefaultAssetHosts,
 		StreamReplicas:    1,
 		StreamMaxBytes:    1 << 30,
-		AssetMaxBytes:     1 << 30,
+		AssetMaxBytes:     domain.MaxAssetBytes,
 		LogLevel:          "info",
 		LogFormat:         "json",
 		Tables:            domain.DefaultTables(),
@@ -567,8 +567,12 @@ func (c Config) Validate() error {
 	if c.ICPMaxAttempts < 1 || c.ICPMaxAttempts > 100 {
 		bad("icp_max_attempts", "%d is out of range (1-100)", c.ICPMaxAttempts)
 	}
-	if c.AssetMaxBytes <= 0 {
-		bad("asset_max_bytes", "must be positive (bytes, e.g. 1073741824)")
+	switch {
+	case c.AssetMaxBytes <= 0:
+		bad("asset_max_bytes", "must be positive (bytes, e.g. %d)", domain.MaxAssetBytes)
+	case c.AssetMaxBytes > domain.MaxAssetBytes:
+		bad("asset_max_bytes", "%d is more than the memory-store canister stores (%d bytes, 64 MiB): a larger asset would be downloaded and then refused; set at most %d",
+			c.AssetMaxBytes, domain.MaxAssetBytes, domain.MaxAssetBytes)
 	}
 	if c.ICPRetryBase < time.Second || c.ICPRetryBase > 24*time.Hour {
 		bad("icp_retry_base", "%s is out of range (1s to 24h, e.g. 10m)", c.ICPRetryBase)

@@ -142,6 +142,11 @@ func TestConfig_Validate(t *testing.T) {
 		{"presence cache negative", map[string]string{"EDGESYNC_PRESENCE_MAX_BYTES": "-1"}, "EDGESYNC_PRESENCE_MAX_BYTES: -1 is out of range"},
 		{"presence cache words", map[string]string{"EDGESYNC_PRESENCE_MAX_BYTES": "8MiB"}, `EDGESYNC_PRESENCE_MAX_BYTES: "8MiB" is not a whole number`},
 		{"presence cache off", map[string]string{"EDGESYNC_PRESENCE_MAX_BYTES": "0"}, ""},
+		{"asset max at the canister's", map[string]string{"EDGESYNC_ASSET_MAX_BYTES": "67108864"}, ""},
+		{"asset max smaller", map[string]string{"EDGESYNC_ASSET_MAX_BYTES": "1048576"}, ""},
+		{"asset max over the canister's", map[string]string{"EDGESYNC_ASSET_MAX_BYTES": "1073741824"},
+			"EDGESYNC_ASSET_MAX_BYTES: 1073741824 is more than the memory-store canister stores (67108864 bytes, 64 MiB)"},
+		{"asset max zero", map[string]string{"EDGESYNC_ASSET_MAX_BYTES": "0"}, "EDGESYNC_ASSET_MAX_BYTES: must be positive"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

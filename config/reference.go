@@ -38,7 +38,7 @@ var abouts = map[string]about{
 	"asset_hosts":         {"Comma-separated host patterns (`host`, `host:port`, `*.suffix`) the mirror may fetch assets from, also as redirect targets; anything else ends `failed` with a sync_error naming this setting. Loopback, private and link-local addresses are refused unless a pattern names them explicitly.", "next"},
 	"sse_max_clients":     {"Most SSE clients one instance serves at once; beyond it the stream answers 503 with Retry-After.", "next"},
 	"presence_max_bytes":  {"Bound, in bytes, of each instance's in-memory presence cache (gallery first pages and memory presence, plus the membership index of the cached galleries; least recently used entries are evicted; one gallery or answer may take at most a quarter: at the default, galleries of up to about 18,000 memories). Part of the process's memory: keep it well under GOMEMLIMIT. 0 turns the cache off: every presence answer reads Postgres.", "next"},
-	"asset_max_bytes":     {"Largest asset the mirror fetches and uploads; `doctor` checks the data directory has room for it.", "0.1.0"},
+	"asset_max_bytes":     {"Largest asset the mirror fetches and uploads; larger memories fail at once with a sync_error naming this setting. At most 67108864 (64 MiB, the largest asset the memory-store canister stores, and the default): a larger value is a configuration error. `doctor` checks the data directory has room for it.", "0.1.0"},
 	"blob_url":            {"The blob store's base URL, used for the blob health check and `doctor` (any HTTP answer counts as reachable); empty: not checked.", "0.1.0"},
 	"log_level":           {"debug, info, warn or error.", "0.1.0"},
 	"log_format":          {"json or console.", "0.1.0"},

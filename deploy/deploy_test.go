@@ -121,8 +121,8 @@ var settings = func() []string {
 // fixed concurrency, docs/icp.md); each may spool up to EDGESYNC_ASSET_MAX_BYTES.
 const mirrorWorkers = 4
 
-// defaultAssetMaxBytes is EDGESYNC_ASSET_MAX_BYTES' default (1 GiB).
-const defaultAssetMaxBytes = 1 << 30
+// defaultAssetMaxBytes is EDGESYNC_ASSET_MAX_BYTES' default (64 MiB, the canister's maximum).
+var defaultAssetMaxBytes = config.Default().AssetMaxBytes
 
 // secretSettings must come from the Secret, never from a literal or the ConfigMap.
 var secretSettings = []string{"EDGESYNC_DATABASE_URL", "EDGESYNC_ADMIN_TOKEN"}
@@ -487,7 +487,7 @@ func checkDeployment(t *testing.T, r rendered, production bool) {
 		t.Errorf("no emptyDir mounted at /tmp")
 	}
 	// The ICP spool (EDGESYNC_DATA_DIR/spool) holds up to one asset per mirror worker.
-	assetMax := int64(defaultAssetMaxBytes)
+	assetMax := defaultAssetMaxBytes
 	if v := r.configMap.Data["EDGESYNC_ASSET_MAX_BYTES"]; v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {

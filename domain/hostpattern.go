@@ -10,6 +10,11 @@ import (
 // DefaultAssetHosts is the default of EDGESYNC_ASSET_HOSTS: Vercel Blob's public hosts.
 const DefaultAssetHosts = "*.public.blob.vercel-storage.com"
 
+// MaxAssetBytes is the largest asset the memory-store canister stores (64 MiB, its documented
+// limit: canister/src/Store.mo, docs/icp.md): the default and the ceiling of
+// EDGESYNC_ASSET_MAX_BYTES. A larger asset could be downloaded but never committed.
+const MaxAssetBytes = 64 << 20
+
 // HostPattern is one entry of the asset host allow-list (EDGESYNC_ASSET_HOSTS): `host`,
 // `host:port`, `*.suffix` or `*.suffix:port`. A host may be an IP literal (`127.0.0.1:8080`,
 // `[::1]:8080`); only such a pattern lets the mirror reach a loopback, private or link-local

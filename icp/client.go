@@ -17,6 +17,8 @@ import (
 	"github.com/aviate-labs/agent-go/identity"
 	"github.com/aviate-labs/agent-go/principal"
 	"go.uber.org/zap"
+
+	"github.com/edgesync/edgesync/domain"
 )
 
 // ChunkSize is the largest chunk a put_chunk message carries. A replica refuses ingress messages
@@ -24,6 +26,10 @@ import (
 // 400 bytes with a secp256k1 identity (measured by TestChunkSize_FitsIngressLimit), so 1 KiB of
 // headroom keeps every full chunk under the limit.
 const ChunkSize = 2<<20 - 1<<10
+
+// MaxAssetSize is the largest asset the memory-store canister stores (64 MiB); begin_asset
+// refuses larger ones with InvalidArgument.
+const MaxAssetSize = domain.MaxAssetBytes
 
 // Default settings.
 const (

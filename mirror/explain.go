@@ -84,9 +84,12 @@ func explainFetch(fe *FetchError, cfg Config) problem {
 		return problem{note: fmt.Sprintf("asset URL answered %d: the blob store is failing or busy; edgesync retries", fe.Status)}
 	case fe.Status != 0:
 		return problem{note: fmt.Sprintf("asset URL answered %d (%s); check the memory's URL", fe.Status, http.StatusText(fe.Status))}
-	case fe.TooLarge:
-		return problem{permanent: true, note: fmt.Sprintf("the file is %s, more than the %s limit (EDGESYNC_ASSET_MAX_BYTES); raise the limit or remove the memory",
+	case fe.TooLarge && fe.Limit >= domain.MaxAssetBytes:
+		return problem{permanent: true, note: fmt.Sprintf("the file is %s, more than the %s the ICP canister stores; store a smaller file (a shorter video, a lower resolution) or remove the memory",
 			byteSize(fe.Size), byteSize(fe.Limit))}
+	case fe.TooLarge:
+		return problem{permanent: true, note: fmt.Sprintf("the file is %s, more than the %s limit (EDGESYNC_ASSET_MAX_BYTES, at most %s); raise the limit or remove the memory",
+			byteSize(fe.Size), byteSize(fe.Limit), byteSize(domain.MaxAssetBytes))}
 	case fe.Timeout:
 		return problem{note: fmt.Sprintf("the asset download timed out (no data for %s); edgesync retries; check the blob host", cfg.FetchTimeout)}
 	case fe.Err != nil && isHostError(fe.Err):

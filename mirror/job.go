@@ -1,11 +1,13 @@
 package mirror
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"sync"
 	"time"
 
@@ -225,7 +227,9 @@ func (m *Mirror) sync(ctx context.Context, client *icp.Client, job *river.Job[ar
 	if !icp.ValidUUID(a.MemoryID) {
 		return fmt.Errorf("%w: %q", icp.ErrInvalidUUID, a.MemoryID)
 	}
-	want, err := m.migratingArtifacts(ctx, m.pool, a)
+	// The first pass reads the edges and the row in one round trip; a later one (edges that became
+	// migrating while the job ran, perhaps for a new URL) reads the row again.
+	want, row, err := m.readJob(ctx, t, a)
 	if err != nil {
 		return err
 	}
@@ -233,8 +237,14 @@ func (m *Mirror) sync(ctx context.Context, client *icp.Client, job *river.Job[ar
 		if len(want) > 0 {
 			if pass > 0 {
 				log.Debug("icp edges became migrating while the job ran; another pass")
+				if row, err = m.readRow(ctx, t, a.MemoryID); err != nil {
+					return err
+				}
 			}
-			if err := m.store(ctx, client, t, a, want, log); err != nil {
+			if row == nil {
+				return errMemoryGone
+			}
+			if err := m.store(ctx, client, a, want, *row, log); err != nil {
 				return err
 			}
 		}
@@ -245,25 +255,61 @@ func (m *Mirror) sync(ctx context.Context, client *icp.Client, job *river.Job[ar
 	return errUnsettled
 }
 
-// store does one pass: the artifacts in want.
-func (m *Mirror) store(ctx context.Context, client *icp.Client, t domain.Table, a args, want map[string]bool, log *zap.Logger) error {
-	row, err := m.readRow(ctx, t, a.MemoryID)
-	if err != nil {
-		return err
-	}
-	if want[domain.ArtifactMetadata] {
+// store does one pass: the artifacts in want. When both are wanted, the metadata goes up while
+// the asset downloads (the download of a large asset takes long, a metadata call a few
+// milliseconds on a fast link and seconds on mainnet: either hides the other), and both edges
+// are marked in one statement. A metadata failure stops the asset, as when the two ran one
+// after the other (an unauthorized daemon or a conflict would only waste the download), and is
+// the error reported; an asset already stored by then is marked all the same.
+func (m *Mirror) store(ctx context.Context, client *icp.Client, a args, want map[string]bool, row memoryRow, log *zap.Logger) error {
+	putMetadata := func() (storedArtifact, error) {
 		hash, err := client.PutMetadata(ctx, a.MemoryID, row.json)
 		if err != nil {
-			return &stepError{step: domain.ArtifactMetadata, err: err}
+			return storedArtifact{}, &stepError{step: domain.ArtifactMetadata, err: err}
 		}
-		if err := m.markStored(ctx, a, domain.ArtifactMetadata, hash, int64(len(row.json)), !want[domain.ArtifactAsset]); err != nil {
+		return storedArtifact{artifact: domain.ArtifactMetadata, hash: hash, size: int64(len(row.json))}, nil
+	}
+	var done []storedArtifact
+	var metaErr, assetErr error
+	switch {
+	case want[domain.ArtifactAsset]:
+		assetCtx, stopAsset := context.WithCancel(ctx)
+		defer stopAsset()
+		var meta chan error
+		var metaDone storedArtifact
+		if want[domain.ArtifactMetadata] {
+			meta = make(chan error, 1)
+			go func() {
+				var err error
+				if metaDone, err = putMetadata(); err != nil {
+					stopAsset()
+				}
+				meta <- err
+			}()
+		}
+		var asset storedArtifact
+		asset, assetErr = m.syncAsset(assetCtx, client, a, row, log)
+		if meta != nil {
+			if metaErr = <-meta; metaErr == nil {
+				done = append(done, metaDone)
+			}
+		}
+		if assetErr == nil {
+			done = append(done, asset)
+		}
+	case want[domain.ArtifactMetadata]:
+		var meta storedArtifact
+		if meta, metaErr = putMetadata(); metaErr == nil {
+			done = append(done, meta)
+		}
+	}
+	if len(done) > 0 {
+		if err := m.markStored(ctx, a, done, metaErr == nil && assetErr == nil); err != nil {
 			return err
 		}
 	}
-	if want[domain.ArtifactAsset] {
-		if err := m.syncAsset(ctx, client, a, row, log); err != nil {
-			return err
-		}
+	if err := cmp.Or(metaErr, assetErr); err != nil {
+		return err
 	}
 	log.Debug("icp mirror pass done", zap.Bool("metadata", want[domain.ArtifactMetadata]), zap.Bool("asset", want[domain.ArtifactAsset]))
 	return nil
@@ -296,16 +342,17 @@ func (m *Mirror) complete(ctx context.Context, job *river.Job[args]) (migrating 
 	return nil, err
 }
 
-func (m *Mirror) syncAsset(ctx context.Context, client *icp.Client, a args, row memoryRow, log *zap.Logger) error {
+// syncAsset downloads the asset and uploads it; the caller marks its edge.
+func (m *Mirror) syncAsset(ctx context.Context, client *icp.Client, a args, row memoryRow, log *zap.Logger) (storedArtifact, error) {
 	if row.url == nil || *row.url == "" {
-		return errNoAssetURL
+		return storedArtifact{}, errNoAssetURL
 	}
 	if row.size != nil && *row.size > m.cfg.AssetMaxBytes {
-		return &FetchError{URL: *row.url, TooLarge: true, Size: *row.size, Limit: m.cfg.AssetMaxBytes}
+		return storedArtifact{}, &FetchError{URL: *row.url, TooLarge: true, Size: *row.size, Limit: m.cfg.AssetMaxBytes}
 	}
 	b, err := m.fetcher.fetch(ctx, *row.url)
 	if err != nil {
-		return err
+		return storedArtifact{}, err
 	}
 	defer func() {
 		if err := b.Close(); err != nil {
@@ -321,11 +368,10 @@ func (m *Mirror) syncAsset(ctx context.Context, client *icp.Client, a args, row 
 	defer m.metrics.uploading.Dec()
 	stopBeat := m.heartbeat(ctx, a, log)
 	defer stopBeat()
-	_, err = client.UploadAsset(ctx, a.MemoryID, b, b.size, b.hash, m.progress(a))
-	if err != nil {
-		return &stepError{step: domain.ArtifactAsset, err: err}
+	if _, err := client.UploadAsset(ctx, a.MemoryID, b, b.size, b.hash, m.progress(a)); err != nil {
+		return storedArtifact{}, &stepError{step: domain.ArtifactAsset, err: err}
 	}
-	return m.markStored(ctx, a, domain.ArtifactAsset, b.hash, b.size, true)
+	return storedArtifact{artifact: domain.ArtifactAsset, hash: b.hash, size: b.size}, nil
 }
 
 // progress returns the upload's progress callback: it counts the bytes actually sent and publishes
@@ -388,25 +434,34 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
+// migratingSQL lists the memory's icp edges that are migrating.
+const migratingSQL = `SELECT artifact::text FROM storage_edges
+	WHERE memory_id = $1 AND memory_type = $2 AND backend = $3 AND sync_state = $4`
+
 func (m *Mirror) migratingArtifacts(ctx context.Context, q querier, a args) (map[string]bool, error) {
-	rows, err := q.Query(ctx, `SELECT artifact::text FROM storage_edges
-		WHERE memory_id = $1 AND memory_type = $2 AND backend = $3 AND sync_state = $4`,
-		a.MemoryID, a.MemoryType, domain.BackendICP, domain.SyncMigrating)
+	rows, err := q.Query(ctx, migratingSQL, a.MemoryID, a.MemoryType, domain.BackendICP, domain.SyncMigrating)
 	if err != nil {
 		return nil, fmt.Errorf("read migrating icp edges: %w", err)
 	}
 	want := map[string]bool{}
-	var artifact string
-	if _, err := pgx.ForEachRow(rows, []any{&artifact}, func() error { want[artifact] = true; return nil }); err != nil {
+	if err := collectArtifacts(rows, want); err != nil {
 		return nil, fmt.Errorf("read migrating icp edges: %w", err)
 	}
 	return want, nil
 }
 
-// readRow reads the memory row as JSON. The session time zone is pinned to UTC (and float output
-// to the shortest exact form) so the document, and thus its hash, is the same from every daemon:
-// the canister is write-once, and a different rendering of the same row would read as a conflict.
-func (m *Mirror) readRow(ctx context.Context, t domain.Table, id string) (memoryRow, error) {
+// collectArtifacts adds the artifact of every row to want and closes rows.
+func collectArtifacts(rows pgx.Rows, want map[string]bool) error {
+	var artifact string
+	_, err := pgx.ForEachRow(rows, []any{&artifact}, func() error { want[artifact] = true; return nil })
+	return err
+}
+
+// rowQuery reads the memory row as JSON, with its asset URL and size. The session time zone is
+// pinned to UTC (and float output to the shortest exact form) by rowSettings, so the document,
+// and thus its hash, is the same from every daemon: the canister is write-once, and a different
+// rendering of the same row would read as a conflict.
+func rowQuery(t domain.Table) string {
 	url, size := "NULL::text", "NULL::bigint"
 	if t.URLColumn != "" {
 		url = "t." + pgx.Identifier{t.URLColumn}.Sanitize() + "::text"
@@ -414,39 +469,91 @@ func (m *Mirror) readRow(ctx context.Context, t domain.Table, id string) (memory
 	if t.SizeColumn != "" {
 		size = "t." + pgx.Identifier{t.SizeColumn}.Sanitize() + "::bigint"
 	}
-	q := fmt.Sprintf(`SELECT row_to_json(t)::text, %s, %s FROM %s t WHERE t.id = $1`,
-		url, size, t.Ident())
-	var row memoryRow
-	var doc string
-	// One round trip: a batch is one implicit transaction, so the local settings hold for the query.
+	return fmt.Sprintf(`SELECT row_to_json(t)::text, %s, %s FROM %s t WHERE t.id = $1`, url, size, t.Ident())
+}
+
+// rowSettings go before rowQuery in the same batch: a batch is one implicit transaction, so the
+// local settings hold for the query.
+const rowSettings = `SELECT set_config('TimeZone', 'UTC', true), set_config('extra_float_digits', '1', true)`
+
+// queueRow queues rowQuery on batch; *row is nil after the batch when the memory row is gone.
+func queueRow(batch *pgx.Batch, t domain.Table, id string, row **memoryRow) {
+	batch.Queue(rowSettings)
+	batch.Queue(rowQuery(t), id).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var doc string
+			r := &memoryRow{}
+			if err := rows.Scan(&doc, &r.url, &r.size); err != nil {
+				return err
+			}
+			r.json = []byte(doc)
+			*row = r
+		}
+		return rows.Err()
+	})
+}
+
+// readRow reads the memory row (see rowQuery); nil when it is gone.
+func (m *Mirror) readRow(ctx context.Context, t domain.Table, id string) (*memoryRow, error) {
+	var row *memoryRow
 	batch := &pgx.Batch{}
-	batch.Queue(`SELECT set_config('TimeZone', 'UTC', true), set_config('extra_float_digits', '1', true)`)
-	batch.Queue(q, id).QueryRow(func(r pgx.Row) error { return r.Scan(&doc, &row.url, &row.size) })
-	err := m.pool.SendBatch(ctx, batch).Close()
-	if errors.Is(err, pgx.ErrNoRows) {
-		return memoryRow{}, errMemoryGone
+	queueRow(batch, t, id, &row)
+	if err := m.pool.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, fmt.Errorf("read %s %s: %w", t.Name, id, err)
 	}
-	if err != nil {
-		return memoryRow{}, fmt.Errorf("read %s %s: %w", t.Name, id, err)
-	}
-	row.json = []byte(doc)
 	return row, nil
 }
 
-// markStored records that the canister holds artifact with hash and size; with last, the pass
-// is done and its retry bookkeeping goes in the same statement, so nobody sees a stored memory
-// with attempts still counted. It is unconditional: if reconcile gave up on the edge meanwhile,
-// the canister's answer is still the truth.
-func (m *Mirror) markStored(ctx context.Context, a args, artifact, hash string, size int64, last bool) error {
-	_, err := m.pool.Exec(ctx, `WITH cleared AS (
-		DELETE FROM sync_attempts WHERE $6::boolean AND memory_id = $1 AND memory_type = $2 AND backend = $7
-	)
-	UPDATE storage_edges
-	SET present = true, sync_state = $8, sync_error = NULL, content_hash = $4, size_bytes = $5, last_synced_at = now()
-	WHERE memory_id = $1 AND memory_type = $2 AND backend = $7 AND artifact = $3::artifact_t`,
-		a.MemoryID, a.MemoryType, artifact, hash, size, last, domain.BackendICP, domain.SyncIdle)
-	if err != nil {
-		return fmt.Errorf("mark %s stored on icp: %w", artifact, err)
+// readJob reads, in one round trip, which icp edges of the memory are migrating and the memory
+// row (nil when it is gone), which the job needs when any are.
+func (m *Mirror) readJob(ctx context.Context, t domain.Table, a args) (map[string]bool, *memoryRow, error) {
+	want := map[string]bool{}
+	var row *memoryRow
+	batch := &pgx.Batch{}
+	batch.Queue(migratingSQL, a.MemoryID, a.MemoryType, domain.BackendICP, domain.SyncMigrating).Query(func(rows pgx.Rows) error {
+		return collectArtifacts(rows, want)
+	})
+	queueRow(batch, t, a.MemoryID, &row)
+	if err := m.pool.SendBatch(ctx, batch).Close(); err != nil {
+		return nil, nil, fmt.Errorf("read the migrating icp edges and %s %s: %w", t.Name, a.MemoryID, err)
+	}
+	return want, row, nil
+}
+
+// storedArtifact is an artifact the canister holds: what its edge records.
+type storedArtifact struct {
+	artifact string
+	hash     string
+	size     int64
+}
+
+// markStoredSQL marks the edges of the stored artifacts ($3, $4, $5 in step) in one statement;
+// with $6 the pass is done and its retry bookkeeping goes too.
+const markStoredSQL = `WITH cleared AS (
+	DELETE FROM sync_attempts WHERE $6::boolean AND memory_id = $1 AND memory_type = $2 AND backend = $7
+), done AS (
+	SELECT * FROM unnest($3::text[], $4::text[], $5::bigint[]) AS d(artifact, content_hash, size_bytes)
+)
+UPDATE storage_edges e
+SET present = true, sync_state = $8, sync_error = NULL, content_hash = done.content_hash,
+    size_bytes = done.size_bytes, last_synced_at = now()
+FROM done
+WHERE e.memory_id = $1 AND e.memory_type = $2 AND e.backend = $7 AND e.artifact = done.artifact::artifact_t`
+
+// markStored records that the canister holds the artifacts of done, in one statement; with last,
+// the pass is done and its retry bookkeeping goes in the same statement, so nobody sees a stored
+// memory with attempts still counted. It is unconditional: if reconcile gave up on an edge
+// meanwhile, the canister's answer is still the truth.
+func (m *Mirror) markStored(ctx context.Context, a args, done []storedArtifact, last bool) error {
+	artifacts := make([]string, len(done))
+	hashes := make([]string, len(done))
+	sizes := make([]int64, len(done))
+	for i, d := range done {
+		artifacts[i], hashes[i], sizes[i] = d.artifact, d.hash, d.size
+	}
+	if _, err := m.pool.Exec(ctx, markStoredSQL, a.MemoryID, a.MemoryType, artifacts, hashes, sizes, last,
+		domain.BackendICP, domain.SyncIdle); err != nil {
+		return fmt.Errorf("mark %s stored on icp: %w", strings.Join(artifacts, " and "), err)
 	}
 	return nil
 }

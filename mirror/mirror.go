@@ -29,7 +29,7 @@ const Queue = "icp_mirror"
 const (
 	DefaultWorkers       = 4
 	DefaultMaxAttempts   = 5
-	DefaultAssetMaxBytes = 1 << 30
+	DefaultAssetMaxBytes = domain.MaxAssetBytes
 	DefaultFetchTimeout  = 30 * time.Second
 	DefaultRetryBase     = 10 * time.Second
 	DefaultRetryMax      = 10 * time.Minute
@@ -69,7 +69,8 @@ type Config struct {
 	Subjects domain.Subjects
 	// MaxAttempts bounds the attempts of one job (a round) before its edges become failed.
 	MaxAttempts int
-	// AssetMaxBytes refuses larger assets (before the download when the size is known).
+	// AssetMaxBytes refuses larger assets (before the download when the size is known); at most
+	// domain.MaxAssetBytes, what the canister stores (the default).
 	AssetMaxBytes int64
 	// AssetHosts is the allow-list of hosts assets may be fetched from (EDGESYNC_ASSET_HOSTS);
 	// empty means domain.DefaultAssetHosts.
@@ -156,6 +157,9 @@ func New(cfg Config, deps Deps) (*Mirror, error) {
 		deps.Log = zap.NewNop()
 	}
 	cfg = cfg.withDefaults()
+	if cfg.AssetMaxBytes > domain.MaxAssetBytes {
+		return nil, fmt.Errorf("icp mirror: asset limit %d is more than the canister stores (%d bytes)", cfg.AssetMaxBytes, domain.MaxAssetBytes)
+	}
 	tables, err := mapTables(cfg.Tables)
 	if err != nil {
 		return nil, err

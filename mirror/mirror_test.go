@@ -907,6 +907,27 @@ func TestMirror_hashMismatch(t *testing.T) {
 		}
 	})
 
+	t.Run("a metadata conflict stops the asset's download", func(t *testing.T) {
+		e := newMirrorEnv(t, cfg)
+		// The download would hang for a minute; the metadata call, running beside it, fails at
+		// once and must cancel it.
+		m := e.start(t, mirror.Config{FetchTimeout: time.Minute}, nil)
+		id := e.memory(t, "images", e.blobs.hangOn("stuck.jpg"), 100)
+		if _, err := e.client.PutMetadata(ctx, id, []byte(`{"title":"another"}`)); err != nil {
+			t.Fatal(err)
+		}
+		e.storeForever(t, m.Mirror, id, "image", true)
+		for _, art := range []string{"metadata", "asset"} {
+			f := e.waitEdge(t, 30*time.Second, id, art, failed)
+			if f.Error == nil || !strings.HasPrefix(*f.Error, "ICP already holds different metadata for this memory") {
+				t.Errorf("%s edge %v; want the metadata conflict note", art, f)
+			}
+		}
+		if calls := e.replica.Stats().Calls; calls[icp.MethodBeginAsset] != 0 {
+			t.Errorf("%d begin_asset calls; the asset should not have been uploaded", calls[icp.MethodBeginAsset])
+		}
+	})
+
 	t.Run("canister holds other metadata", func(t *testing.T) {
 		e := newMirrorEnv(t, cfg)
 		m := e.start(t, mirror.Config{}, nil)
@@ -997,4 +1018,52 @@ func TestMirror_runAgain(t *testing.T) {
 	e.storeForever(t, m, b, "note", false) // queued while nothing runs
 	e.run(t, m)
 	e.waitEdge(t, 30*time.Second, b, "metadata", stored)
+}
+
+// TestMirror_assetTooLarge: an asset over the limit fails at once, before any download when the
+// size column says so, with a note that says what to do: at the canister's maximum (the default)
+// no setting helps; under it, EDGESYNC_ASSET_MAX_BYTES may be raised up to the maximum. A limit
+// over what the canister stores is refused when the mirror is built.
+func TestMirror_assetTooLarge(t *testing.T) {
+	e := newMirrorEnv(t, icp.Config{})
+	if _, err := mirror.New(e.testConfig(mirror.Config{AssetMaxBytes: domain.MaxAssetBytes + 1}),
+		mirror.Deps{Pool: e.pool, Metrics: mirror.NewMetrics(prometheus.NewRegistry())}); err == nil ||
+		!strings.Contains(err.Error(), "more than the canister stores") {
+		t.Errorf("mirror.New with a limit over the canister's: %v; want a refusal", err)
+	}
+
+	t.Run("over the canister's maximum", func(t *testing.T) {
+		m := e.start(t, mirror.Config{}, nil)
+		before := e.blobs.requests()
+		id := e.memory(t, "videos", e.blobs.put("huge.mp4", []byte("not really 100 MiB")), 100<<20)
+		e.storeForever(t, m.Mirror, id, "video", true)
+		f := e.waitEdge(t, 20*time.Second, id, "asset", failed)
+		want := "the file is 100.0 MiB, more than the 64.0 MiB the ICP canister stores; store a smaller file"
+		if f.Error == nil || !strings.HasPrefix(*f.Error, want) {
+			t.Errorf("asset edge %v; want sync_error starting %q", f, want)
+		}
+		if n := e.blobs.requests() - before; n != 0 {
+			t.Errorf("%d downloads; the size column alone should have refused it", n)
+		}
+		if n, _ := e.attempts(t, id); n != 1 {
+			t.Errorf("%d attempts; too large is not retried", n)
+		}
+		if meta := e.waitEdge(t, 20*time.Second, id, "metadata", stored); !stored(meta) {
+			t.Errorf("metadata edge %v; want stored even though the asset is too large", meta)
+		}
+		m.stop(t)
+	})
+
+	t.Run("over a lower setting", func(t *testing.T) {
+		m := e.start(t, mirror.Config{AssetMaxBytes: 1 << 20}, nil)
+		data, _ := asset(2<<20, 5)
+		id := e.memory(t, "images", e.blobs.put("big.jpg", data), 0) // the row understates it: Content-Length tells
+		e.storeForever(t, m.Mirror, id, "image", true)
+		f := e.waitEdge(t, 20*time.Second, id, "asset", failed)
+		want := "the file is 2.0 MiB, more than the 1.0 MiB limit (EDGESYNC_ASSET_MAX_BYTES, at most 64.0 MiB); raise the limit or remove the memory"
+		if f.Error == nil || !strings.HasPrefix(*f.Error, want) {
+			t.Errorf("asset edge %v; want sync_error starting %q", f, want)
+		}
+		m.stop(t)
+	})
 }

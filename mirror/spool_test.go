@@ -1,6 +1,11 @@
 package mirror_test
 
 import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,4 +56,58 @@ func TestPrepareSpool(t *testing.T) {
 			}
 		}
 	})
+}
+
+// chunkyReader returns its data in pieces of varying size, as a socket does, then err.
+type chunkyReader struct {
+	data []byte
+	next int
+	err  error
+}
+
+func (r *chunkyReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, r.err
+	}
+	r.next = r.next*7%(300<<10) + 1 // 1 B … 300 KiB
+	n := copy(p[:min(len(p), r.next)], r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+type failingWriter struct{ after int }
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if w.after -= len(p); w.after < 0 {
+		return 0, errors.New("disk full")
+	}
+	return len(p), nil
+}
+
+// TestSpool: the copy and the hash (made on another goroutine, from recycled buffers) are
+// exactly those of the input, in order, and a read or a write error ends it with that error.
+func TestSpool(t *testing.T) {
+	data := make([]byte, 5<<20+12345)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256(data)
+	for range 2 { // the second run reuses the pooled buffers
+		var out bytes.Buffer
+		h := sha256.New()
+		n, err := mirror.Spool(&out, &chunkyReader{data: data, err: io.EOF}, h)
+		if err != nil || n != int64(len(data)) || !bytes.Equal(out.Bytes(), data) {
+			t.Fatalf("spool = %d, %v; copied %d bytes, equal %t; want all %d", n, err, out.Len(), bytes.Equal(out.Bytes(), data), len(data))
+		}
+		if got := h.Sum(nil); !bytes.Equal(got, want[:]) {
+			t.Fatalf("hash %x; want %x", got, want)
+		}
+	}
+	reset := errors.New("connection reset")
+	if _, err := mirror.Spool(io.Discard, &chunkyReader{data: data[:3<<20], err: reset}, sha256.New()); !errors.Is(err, reset) {
+		t.Errorf("spool from a failing reader: %v; want %v", err, reset)
+	}
+	if _, err := mirror.Spool(&failingWriter{after: 2 << 20}, &chunkyReader{data: data, err: io.EOF}, sha256.New()); err == nil || err.Error() != "disk full" {
+		t.Errorf("spool to a failing writer: %v; want disk full", err)
+	}
 }

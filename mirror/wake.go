@@ -61,12 +61,39 @@ func (m *Mirror) feed(ctx context.Context, rc *river.Client[pgx.Tx]) {
 		case <-tick.C:
 			scan()
 		case w := <-m.wakes:
-			if _, err := rc.Insert(ctx, args{MemoryID: w.id, MemoryType: w.typ}, m.insertOpts()); err != nil && ctx.Err() == nil {
-				m.dropped.Store(true)
-				m.log.Warn("queue an icp mirror job; the migrating edges are re-read", zap.Error(err),
-					zap.String("memory_id", w.id), zap.String("memory_type", w.typ))
-			}
+			m.insert(ctx, rc, w)
 		}
+	}
+}
+
+// insert queues jobs for w and for the wakes queued behind it, in one round trip: a burst of
+// wakes (a gallery stored forever) costs one insert, not one per memory. A memory appears once
+// per batch (the pipeline wakes it for each of its edges): River's unique insert cannot take the
+// same job twice in one statement.
+func (m *Mirror) insert(ctx context.Context, rc *river.Client[pgx.Tx], w wake) {
+	var batch []river.InsertManyParams
+	seen := map[wake]bool{}
+	add := func(w wake) {
+		if !seen[w] {
+			seen[w] = true
+			batch = append(batch, river.InsertManyParams{Args: args{MemoryID: w.id, MemoryType: w.typ}, InsertOpts: m.insertOpts()})
+		}
+	}
+	add(w)
+more:
+	for len(batch) < scanBatch {
+		select {
+		case w := <-m.wakes:
+			add(w)
+		default:
+			break more
+		}
+	}
+	if _, err := rc.InsertMany(ctx, batch); err != nil && ctx.Err() == nil {
+		m.dropped.Store(true)
+		first := batch[0].Args.(args)
+		m.log.Warn("queue icp mirror jobs; the migrating edges are re-read", zap.Error(err),
+			zap.Int("jobs", len(batch)), zap.String("memory_id", first.MemoryID), zap.String("memory_type", first.MemoryType))
 	}
 }
 

@@ -35,7 +35,7 @@ func call[T any](t *testing.T, s *memoryStore, caller principal.Principal, metho
 // TestAccess_openByDefault: a double started without controllers or writers lets anyone write,
 // so the tests and tools that predate the writer list keep working, and nobody can change it.
 func TestAccess_openByDefault(t *testing.T) {
-	s := newMemoryStore(DefaultMaxAssetSize, nil)
+	s := newMemoryStore(defaultLimits(0), nil)
 	if r := call[icp.Result[icp.Artifact]](t, s, principal.AnonymousID, icp.MethodPutMetadata, testUUID, []byte("{}")); r.Ok == nil {
 		t.Fatalf("anonymous put_metadata on an open double = %+v; want Ok", r.Err)
 	}

@@ -4,8 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/aviate-labs/agent-go/candid"
 	"github.com/aviate-labs/agent-go/candid/idl"
@@ -20,8 +22,31 @@ const (
 	MaxChunkSize = 2 << 20
 	// DefaultMaxAssetSize bounds one asset, as the Motoko canister does (canister/src/Store.mo);
 	// the shared scenarios check the two agree.
-	DefaultMaxAssetSize = 64 << 20
+	DefaultMaxAssetSize = icp.MaxAssetSize
+	// DefaultMaxUploads bounds the unfinished uploads held at once, as the canister does.
+	DefaultMaxUploads = 64
+	// DefaultMaxPendingBytes bounds the declared sizes of the unfinished uploads, summed.
+	DefaultMaxPendingBytes = 1 << 30
+	// DefaultUploadTTL is how long an unfinished upload may sit untouched before the next write
+	// drops it.
+	DefaultUploadTTL = 24 * time.Hour
 )
+
+// limits are the canister's bounds (Store.Limits in canister/src/Store.mo).
+type limits struct {
+	maxAssetSize    uint64
+	maxUploads      int
+	maxPendingBytes uint64
+	uploadTTL       time.Duration
+}
+
+func defaultLimits(maxAssetSize uint64) limits {
+	if maxAssetSize == 0 {
+		maxAssetSize = DefaultMaxAssetSize
+	}
+	return limits{maxAssetSize: maxAssetSize, maxUploads: DefaultMaxUploads,
+		maxPendingBytes: DefaultMaxPendingBytes, uploadTTL: DefaultUploadTTL}
+}
 
 // Reject codes and error codes a replica uses for what the double can get wrong.
 const (
@@ -38,11 +63,16 @@ type reject struct {
 
 // memoryStore is the canister's state and logic, per memory_store.did.
 type memoryStore struct {
-	maxAssetSize uint64
+	limits limits
+	now    func() time.Time // the canister's clock; time.Now but in the scenarios
 
 	mu       sync.Mutex
 	memories map[string]*memory
 	access   *access
+	// uploads are the memories with an unfinished upload and pending their declared sizes,
+	// summed: what the bounds count.
+	uploads map[string]bool
+	pending uint64
 }
 
 type memory struct {
@@ -61,6 +91,7 @@ type upload struct {
 	Hash      string
 	ChunkSize uint32
 	Chunks    map[uint32][]byte
+	Touched   time.Time // the last begin_asset or accepted put_chunk: the bounds drop the oldest
 }
 
 func (u *upload) chunkCount() uint32 {
@@ -81,11 +112,61 @@ func (u *upload) wire() icp.Upload {
 		ChunkCount: u.chunkCount(), Received: received}
 }
 
-func newMemoryStore(maxAssetSize uint64, acc *access) *memoryStore {
+func newMemoryStore(lim limits, acc *access) *memoryStore {
+	return restoreMemoryStore(lim, acc, map[string]*memory{})
+}
+
+// restoreMemoryStore makes a store of memories (a loaded snapshot), recounting its unfinished
+// uploads. An upload saved without a touch time (by an older double) counts as touched now.
+func restoreMemoryStore(lim limits, acc *access, memories map[string]*memory) *memoryStore {
 	if acc == nil {
 		acc = newAccess(nil, nil)
 	}
-	return &memoryStore{maxAssetSize: maxAssetSize, memories: map[string]*memory{}, access: acc}
+	s := &memoryStore{limits: lim, now: time.Now, memories: memories, access: acc, uploads: map[string]bool{}}
+	for uuid, m := range memories {
+		if u := m.Upload; u != nil {
+			if u.Touched.IsZero() {
+				u.Touched = s.now()
+			}
+			s.uploads[uuid] = true
+			s.pending += u.TotalSize
+		}
+	}
+	return s
+}
+
+// dropUpload discards the unfinished upload of uuid, if any. The caller holds s.mu.
+func (s *memoryStore) dropUpload(uuid string, m *memory) {
+	if m.Upload != nil {
+		s.pending -= m.Upload.TotalSize
+		m.Upload = nil
+		delete(s.uploads, uuid)
+	}
+}
+
+// pruneExpired drops the uploads untouched for longer than the TTL, as the canister does on
+// every write that concerns uploads: abandoned uploads must not fill it. The caller holds s.mu.
+func (s *memoryStore) pruneExpired(now time.Time) {
+	for uuid := range s.uploads {
+		if m := s.memories[uuid]; now.Sub(m.Upload.Touched) > s.limits.uploadTTL {
+			s.dropUpload(uuid, m)
+		}
+	}
+}
+
+// makeRoom drops the least recently touched uploads until one of size bytes fits the bounds; the
+// canister's order (keys ascending, the first of equal touch times) breaks ties. The caller
+// holds s.mu.
+func (s *memoryStore) makeRoom(size uint64) {
+	for len(s.uploads) > 0 && (len(s.uploads) >= s.limits.maxUploads || s.pending+size > s.limits.maxPendingBytes) {
+		var oldest string
+		for _, uuid := range slices.Sorted(maps.Keys(s.uploads)) {
+			if oldest == "" || s.memories[uuid].Upload.Touched.Before(s.memories[oldest].Upload.Touched) {
+				oldest = uuid
+			}
+		}
+		s.dropUpload(oldest, s.memories[oldest])
+	}
 }
 
 // isQuery reports whether method is a query method of the canister.
@@ -238,8 +319,8 @@ func (s *memoryStore) beginAsset(uuid string, size uint64, hash string, chunkSiz
 		return invalidArgument[icp.Upload]("sha256 %q is not 64 lowercase hex digits", hash)
 	case chunkSize == 0 || chunkSize > MaxChunkSize:
 		return invalidArgument[icp.Upload]("chunk_size %d is not in 1..%d", chunkSize, MaxChunkSize)
-	case size > s.maxAssetSize:
-		return invalidArgument[icp.Upload]("total_size %d exceeds the canister's limit of %d bytes", size, s.maxAssetSize)
+	case size > s.limits.maxAssetSize:
+		return invalidArgument[icp.Upload]("total_size %d exceeds the canister's limit of %d bytes", size, s.limits.maxAssetSize)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -247,10 +328,20 @@ func (s *memoryStore) beginAsset(uuid string, size uint64, hash string, chunkSiz
 	if m.Asset != nil {
 		return alreadyExists[icp.Upload](m.Asset.Hash)
 	}
-	if u := m.Upload; u == nil || u.TotalSize != size || u.Hash != hash || u.ChunkSize != chunkSize {
+	now := s.now()
+	s.pruneExpired(now)
+	if u := m.Upload; u != nil {
+		if u.TotalSize == size && u.Hash == hash && u.ChunkSize == chunkSize {
+			u.Touched = now
+			return ok(u.wire())
+		}
 		// Different parameters mean different content: what was sent so far is of no use.
-		m.Upload = &upload{TotalSize: size, Hash: hash, ChunkSize: chunkSize, Chunks: map[uint32][]byte{}}
+		s.dropUpload(uuid, m)
 	}
+	s.makeRoom(size)
+	m.Upload = &upload{TotalSize: size, Hash: hash, ChunkSize: chunkSize, Chunks: map[uint32][]byte{}, Touched: now}
+	s.uploads[uuid] = true
+	s.pending += size
 	return ok(m.Upload.wire())
 }
 
@@ -261,9 +352,12 @@ func (s *memoryStore) putChunk(uuid string, index uint32, data []byte) icp.Resul
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.memory(uuid)
-	switch u := m.Upload; {
-	case m.Asset != nil:
+	if m.Asset != nil {
 		return alreadyExists[uint32](m.Asset.Hash)
+	}
+	now := s.now()
+	s.pruneExpired(now)
+	switch u := m.Upload; {
 	case u == nil:
 		return noUpload[uint32]()
 	case index >= u.chunkCount():
@@ -275,6 +369,7 @@ func (s *memoryStore) putChunk(uuid string, index uint32, data []byte) icp.Resul
 		if _, held := u.Chunks[index]; !held {
 			u.Chunks[index] = data
 		}
+		u.Touched = now
 		return ok(uint32(len(u.Chunks)))
 	}
 }
@@ -286,11 +381,12 @@ func (s *memoryStore) commitAsset(uuid string) icp.Result[icp.Artifact] {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.memory(uuid)
-	u := m.Upload
-	switch {
-	case m.Asset != nil:
+	if m.Asset != nil {
 		return alreadyExists[icp.Artifact](m.Asset.Hash)
-	case u == nil:
+	}
+	s.pruneExpired(s.now())
+	u := m.Upload
+	if u == nil {
 		return noUpload[icp.Artifact]()
 	}
 	var missing []uint32
@@ -306,7 +402,7 @@ func (s *memoryStore) commitAsset(uuid string) icp.Result[icp.Artifact] {
 	for i := range u.chunkCount() {
 		data = append(data, u.Chunks[i]...)
 	}
-	m.Upload = nil // whatever the outcome: a failed check means some chunk is wrong, and not which
+	s.dropUpload(uuid, m) // whatever the outcome: a failed check means some chunk is wrong, and not which
 	if got := sha256Hex(data); got != u.Hash {
 		return fail[icp.Artifact](icp.ErrorVariant{HashMismatch: &icp.MismatchRecord{Expected: u.Hash, Actual: got}})
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/aviate-labs/agent-go/principal"
 	"github.com/edgesync/edgesync/icp"
@@ -19,7 +20,7 @@ func errOf[T any](r icp.Result[T]) error {
 }
 
 func TestMemoryStore_assetLifecycle(t *testing.T) {
-	s := newMemoryStore(1<<20, nil)
+	s := newMemoryStore(defaultLimits(1<<20), nil)
 	data := []byte("0123456789") // chunk size 4: chunks "0123", "4567", "89"
 	hash := sha256Hex(data)
 
@@ -102,7 +103,7 @@ func TestMemoryStore_assetLifecycle(t *testing.T) {
 }
 
 func TestMemoryStore_hashMismatchDiscardsUpload(t *testing.T) {
-	s := newMemoryStore(1<<20, nil)
+	s := newMemoryStore(defaultLimits(1<<20), nil)
 	wrong := sha256Hex([]byte("something else"))
 	s.beginAsset(testUUID, 3, wrong, 4)
 	s.putChunk(testUUID, 0, []byte("abc"))
@@ -116,11 +117,44 @@ func TestMemoryStore_hashMismatchDiscardsUpload(t *testing.T) {
 }
 
 func TestMemoryStore_execute(t *testing.T) {
-	s := newMemoryStore(1<<20, nil)
+	s := newMemoryStore(defaultLimits(1<<20), nil)
 	if _, rej := s.execute(principal.AnonymousID, "nope", nil); rej == nil || rej.errorCode != "IC0536" {
 		t.Fatalf("unknown method = %+v; want IC0536", rej)
 	}
 	if _, rej := s.execute(principal.AnonymousID, icp.MethodStatus, []byte("DIDL garbage")); rej == nil || rej.errorCode != "IC0503" {
 		t.Fatalf("garbage argument = %+v; want a trap", rej)
+	}
+}
+
+// TestMemoryStore_restoreCountsUploads: a store rebuilt from saved memories (LoadFile) counts
+// their unfinished uploads, so the bounds hold across a restart of the double: here the third
+// upload drops the least recently touched of the two restored ones, and the bytes it declared.
+func TestMemoryStore_restoreCountsUploads(t *testing.T) {
+	lim := defaultLimits(0)
+	lim.maxUploads = 2
+	s := newMemoryStore(lim, nil)
+	var at int64
+	s.now = func() time.Time { at++; return time.Unix(0, at) }
+	for _, id := range []string{"00000000-0000-0000-0000-000000000002", "00000000-0000-0000-0000-000000000001"} {
+		if err := errOf(s.beginAsset(id, 4, sha256Hex([]byte("abcd")), 4)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := restoreMemoryStore(lim, nil, s.memories)
+	r.now = s.now
+	if len(r.uploads) != 2 || r.pending != 8 {
+		t.Fatalf("restored store counts %d uploads of %d bytes; want 2 of 8", len(r.uploads), r.pending)
+	}
+	if err := errOf(r.beginAsset("00000000-0000-0000-0000-000000000003", 4, sha256Hex([]byte("abcd")), 4)); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.status("00000000-0000-0000-0000-000000000002"); st.Ok == nil || st.Ok.Upload != nil {
+		t.Errorf("the least recently touched upload survived: %+v", st)
+	}
+	if st := r.status("00000000-0000-0000-0000-000000000001"); st.Ok == nil || st.Ok.Upload == nil {
+		t.Errorf("the more recent upload was dropped: %+v", st)
+	}
+	if len(r.uploads) != 2 || r.pending != 8 {
+		t.Errorf("after the eviction the store counts %d uploads of %d bytes; want 2 of 8", len(r.uploads), r.pending)
 	}
 }

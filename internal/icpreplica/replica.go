@@ -105,15 +105,12 @@ func New(cfg Config) (*Replica, error) {
 		writers:     cfg.Writers,
 		log:         cfg.Logger,
 		keys:        k,
-		store:       newMemoryStore(cfg.MaxAssetSize, newAccess(cfg.Controllers, cfg.Writers)),
+		store:       newMemoryStore(defaultLimits(cfg.MaxAssetSize), newAccess(cfg.Controllers, cfg.Writers)),
 		requests:    newRequestLog(),
 		addr:        cfg.Addr,
 	}
 	if r.maxIngress == 0 {
 		r.maxIngress = MaxIngressBytes
-	}
-	if r.store.maxAssetSize == 0 {
-		r.store.maxAssetSize = DefaultMaxAssetSize
 	}
 	if r.log == nil {
 		r.log = zap.NewNop()
@@ -222,7 +219,7 @@ func (r *Replica) Restart(keepState bool) error {
 	}
 	if !keepState {
 		r.mu.Lock()
-		r.store = newMemoryStore(r.store.maxAssetSize, newAccess(r.controllers, r.writers))
+		r.store = newMemoryStore(r.store.limits, newAccess(r.controllers, r.writers))
 		r.requests = newRequestLog()
 		r.mu.Unlock()
 	}

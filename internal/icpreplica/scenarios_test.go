@@ -1,6 +1,7 @@
 package icpreplica
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aviate-labs/agent-go/candid"
 	"github.com/aviate-labs/agent-go/candid/idl"
@@ -23,16 +25,27 @@ const scenarioFile = "../../canister/scenarios/memory_store.json"
 type scenarioSuite struct {
 	Principals map[string]string `json:"principals"`
 	Limits     struct {
-		MaxAssetSize uint64 `json:"max_asset_size"`
-		MaxChunkSize uint32 `json:"max_chunk_size"`
+		MaxAssetSize    uint64 `json:"max_asset_size"`
+		MaxChunkSize    uint32 `json:"max_chunk_size"`
+		MaxUploads      int    `json:"max_uploads"`
+		MaxPendingBytes uint64 `json:"max_pending_bytes"`
+		UploadTTLNanos  int64  `json:"upload_ttl_ns"`
 	} `json:"limits"`
 	Scenarios []struct {
-		Name  string `json:"name"`
+		Name string `json:"name"`
+		// Limits, when present, replace some of the canister's bounds for the scenario, so that
+		// a few calls can reach them.
+		Limits *struct {
+			MaxUploads      *int    `json:"max_uploads"`
+			MaxPendingBytes *uint64 `json:"max_pending_bytes"`
+			UploadTTLNanos  *int64  `json:"upload_ttl_ns"`
+		} `json:"limits"`
 		Steps []struct {
 			Caller string            `json:"caller"`
 			Call   string            `json:"call"`
 			Args   []json.RawMessage `json:"args"`
 			Want   any               `json:"want"`
+			At     int64             `json:"at"` // the canister's clock, in ns since the epoch; 0 when absent
 		} `json:"steps"`
 	} `json:"scenarios"`
 }
@@ -48,8 +61,10 @@ func TestScenarios(t *testing.T) {
 	if err := json.Unmarshal(raw, &suite); err != nil {
 		t.Fatalf("%s: %v", scenarioFile, err)
 	}
-	if suite.Limits.MaxAssetSize != DefaultMaxAssetSize || suite.Limits.MaxChunkSize != MaxChunkSize {
-		t.Fatalf("the scenarios' limits %+v differ from the double's (%d, %d)", suite.Limits, DefaultMaxAssetSize, MaxChunkSize)
+	if l := suite.Limits; l.MaxAssetSize != DefaultMaxAssetSize || l.MaxChunkSize != MaxChunkSize || l.MaxUploads != DefaultMaxUploads ||
+		l.MaxPendingBytes != DefaultMaxPendingBytes || time.Duration(l.UploadTTLNanos) != DefaultUploadTTL {
+		t.Fatalf("the scenarios' limits %+v differ from the double's (%d, %d, %d, %d, %s)", suite.Limits,
+			DefaultMaxAssetSize, MaxChunkSize, DefaultMaxUploads, DefaultMaxPendingBytes, DefaultUploadTTL)
 	}
 	names := map[string]principal.Principal{}
 	byText := map[string]string{}
@@ -63,9 +78,17 @@ func TestScenarios(t *testing.T) {
 	steps := 0
 	for _, sc := range suite.Scenarios {
 		t.Run(sc.Name, func(t *testing.T) {
-			store := newMemoryStore(0, newAccess([]principal.Principal{names["controller"]}, []principal.Principal{names["writer"]}))
-			store.maxAssetSize = DefaultMaxAssetSize
+			lim := defaultLimits(0)
+			if l := sc.Limits; l != nil {
+				lim.maxUploads = cmp.Or(deref(l.MaxUploads), lim.maxUploads)
+				lim.maxPendingBytes = cmp.Or(deref(l.MaxPendingBytes), lim.maxPendingBytes)
+				lim.uploadTTL = cmp.Or(time.Duration(deref(l.UploadTTLNanos)), lim.uploadTTL)
+			}
+			store := newMemoryStore(lim, newAccess([]principal.Principal{names["controller"]}, []principal.Principal{names["writer"]}))
+			var at int64
+			store.now = func() time.Time { return time.Unix(0, at) }
 			for i, st := range sc.Steps {
+				at = st.At
 				arg, err := encodeScenarioArgs(st.Call, st.Args, names)
 				if err != nil {
 					t.Fatalf("step %d (%s): %v", i, st.Call, err)
@@ -88,6 +111,14 @@ func TestScenarios(t *testing.T) {
 	if steps < 50 {
 		t.Errorf("only %d steps ran; the suite has fewer scenarios than expected", steps)
 	}
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
 }
 
 func args(raw []json.RawMessage) string {

@@ -83,7 +83,7 @@ func (r *Replica) LoadFile(path string) error {
 	for _, w := range snap.Writers {
 		acc.writers[w] = true
 	}
-	r.store = &memoryStore{maxAssetSize: r.store.maxAssetSize, memories: snap.Memories, access: acc}
+	r.store = restoreMemoryStore(r.store.limits, acc, snap.Memories)
 	r.requests = newRequestLog()
 	return nil
 }

@@ -71,18 +71,26 @@ const principal = (name) => {
   return `p_${name}`;
 };
 
+// A step's `at` is the canister's clock (ns); 0 when absent.
+const nanos = (v) => {
+  if (v === undefined) return '0';
+  if (!Number.isSafeInteger(v) || v < 0) throw new Error(`"at" ${v} is not a whole number of nanoseconds`);
+  return String(v);
+};
+
 function callExpr(step) {
   const a = step.args;
   const caller = principal(step.caller);
+  const now = nanos(step.at);
   switch (step.call) {
     case 'put_metadata':
       return `R.result(s.putMetadata(${caller}, ${moText(a[0])}, ${moBlob(a[1])}), R.artifact)`;
     case 'begin_asset':
-      return `R.result(s.beginAsset(${caller}, ${moText(a[0])}, ${a[1]}, ${moText(expand(a[2]))}, ${a[3]}, 0), R.upload)`;
+      return `R.result(s.beginAsset(${caller}, ${moText(a[0])}, ${a[1]}, ${moText(expand(a[2]))}, ${a[3]}, ${now}), R.upload)`;
     case 'put_chunk':
-      return `R.result(s.putChunk(${caller}, ${moText(a[0])}, ${a[1]}, ${moBlob(a[2])}, 0), R.count)`;
+      return `R.result(s.putChunk(${caller}, ${moText(a[0])}, ${a[1]}, ${moBlob(a[2])}, ${now}), R.count)`;
     case 'commit_asset':
-      return `R.result(s.commitAsset(${caller}, ${moText(a[0])}, 0), R.artifact)`;
+      return `R.result(s.commitAsset(${caller}, ${moText(a[0])}, ${now}), R.artifact)`;
     case 'status':
       return `R.result(s.status(${moText(a[0])}), R.status)`;
     case 'authorize':
@@ -113,12 +121,25 @@ function names(v, key) {
   return v;
 }
 
+// limitsExpr is Store.defaultLimits with the scenario's replacements.
+const limitFields = { max_uploads: 'maxUploads', max_pending_bytes: 'maxPendingBytes', upload_ttl_ns: 'uploadTtl' };
+function limitsExpr(limits) {
+  const fields = Object.entries(limits || {}).map(([k, v]) => {
+    if (!(k in limitFields)) throw new Error(`unknown scenario limit ${k}`);
+    if (!Number.isSafeInteger(v) || v < 0) throw new Error(`scenario limit ${k}: ${v} is not a whole number`);
+    return `${limitFields[k]} = ${v}`;
+  });
+  return fields.length === 0 ? 'Store.defaultLimits' : `{ Store.defaultLimits with ${fields.join('; ')} }`;
+}
+
 let program = 'import Principal "mo:core/Principal";\nimport Debug "mo:core/Debug";\nimport Store "../src/Store";\nimport R "Render";\n';
+// The suite's limits must be the canister's own: the double checks them against its defaults.
+program += 'do { let l = Store.defaultLimits; Debug.print("limits " # debug_show ((l.maxAssetSize, l.maxChunkSize, l.maxUploads, l.maxPendingBytes, l.uploadTtl))) };\n';
 for (const [name, text] of Object.entries(suite.principals)) {
   program += `let p_${name} = Principal.fromText(${JSON.stringify(text)});\n`;
 }
 suite.scenarios.forEach((sc, i) => {
-  program += `do {\n  let s = Store.Store(Store.init(), Store.defaultLimits);\n  ignore s.authorize(p_controller, true, p_writer);\n`;
+  program += `do {\n  let s = Store.Store(Store.init(), ${limitsExpr(sc.limits)});\n  ignore s.authorize(p_controller, true, p_writer);\n`;
   sc.steps.forEach((st, j) => {
     program += `  Debug.print("${i}.${j} " # ${callExpr(st)});\n`;
   });
@@ -134,6 +155,16 @@ try {
 } catch (err) {
   console.log(`FAIL scenarios: the generated program did not run: ${err.message}`);
   process.exit(1);
+}
+const l = suite.limits;
+const wantLimits = `limits (${l.max_asset_size}, ${l.max_chunk_size}, ${l.max_uploads}, ${l.max_pending_bytes}, ${l.upload_ttl_ns})`;
+const gotLimits = out.split('\n').find((line) => line.startsWith('limits '));
+if (gotLimits === undefined || gotLimits.replace(/_/g, '').replace(/[+]/g, '') !== wantLimits) {
+  console.log(`FAIL scenario limits: the canister's defaults are ${gotLimits}, the suite says ${wantLimits}`);
+  failed++;
+} else {
+  console.log('ok   scenario limits match Store.defaultLimits');
+  passed++;
 }
 const got = {};
 for (const line of out.split('\n')) {
