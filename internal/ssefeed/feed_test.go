@@ -409,8 +409,18 @@ func TestFeed_StreamRecreated(t *testing.T) {
 	if err := c.js.DeleteStream(ctx, streamName); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.js.CreateStream(ctx, jetstream.StreamConfig{Name: streamName, Subjects: subjects.Stream(), Storage: jetstream.FileStorage}); err != nil {
-		t.Fatal(err)
+	// The server removes the old stream's store in the background; a create
+	// right behind the delete can meet it ("error creating store for
+	// stream"), so the operator's create is retried until the deadline.
+	for {
+		_, err := c.js.CreateStream(ctx, jetstream.StreamConfig{Name: streamName, Subjects: subjects.Stream(), Storage: jetstream.FileStorage})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	var want []string
 	for i := 100; i < 110; i++ {
