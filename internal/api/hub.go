@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"sync"
+
+	"github.com/edgesync/edgesync/domain"
 )
 
 var (
@@ -280,7 +282,7 @@ func filterKeys(data []byte) eventKeys {
 		return eventKeys{}
 	}
 	k := eventKeys{backend: env.Backend, state: env.SyncState, memoryID: env.MemoryID}
-	k.member, k.isMember = memberKeyOf(env.MemoryID, env.MemoryType)
+	k.member, k.isMember = domain.ParseMemoryKey(env.MemoryID, env.MemoryType)
 	img := env.After
 	if img == nil {
 		img = env.Before

@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/edgesync/edgesync/domain"
 )
 
 var (
@@ -18,52 +20,9 @@ var (
 	memberLoadTimeout = 5 * time.Second
 )
 
-// memberKey is a memory as the stream's gallery filter knows it: its UUID's
-// 16 bytes and the index of its type in memoryTypes. 17 bytes, not two
-// strings: a pod may hold hundreds of thousands.
-type memberKey [17]byte
-
-// memberKeyOf parses a canonical UUID and a memory type; ok is false for
-// anything else (an event without them reaches no gallery filter).
-func memberKeyOf(id, typ string) (k memberKey, ok bool) {
-	if len(id) != 36 {
-		return k, false
-	}
-	j := 0
-	for i := 0; i < 36; i++ {
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			if id[i] != '-' {
-				return k, false
-			}
-			continue
-		}
-		hi, ok1 := hexVal(id[i])
-		lo, ok2 := hexVal(id[i+1])
-		if !ok1 || !ok2 {
-			return k, false
-		}
-		k[j] = hi<<4 | lo
-		j++
-		i++
-	}
-	for t, name := range memoryTypes {
-		if name == typ {
-			k[16] = byte(t)
-			return k, true
-		}
-	}
-	return k, false
-}
-
-func hexVal(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10, true
-	}
-	return 0, false
-}
+// memberKey is a memory as the stream's gallery filter knows it (17 bytes,
+// not two strings: a pod may hold hundreds of thousands).
+type memberKey = domain.MemoryKey
 
 // galleryMembers is the item set of one gallery that stream clients filter
 // on, shared by all of this instance's clients of that gallery. The set is
@@ -220,7 +179,7 @@ func (m *membership) load(ctx context.Context, id string, max int) (map[memberKe
 	set := map[memberKey]struct{}{}
 	var mid, typ string
 	_, err = pgx.ForEachRow(rows, []any{&mid, &typ}, func() error {
-		if k, ok := memberKeyOf(mid, typ); ok {
+		if k, ok := domain.ParseMemoryKey(mid, typ); ok {
 			set[k] = struct{}{}
 		}
 		return nil

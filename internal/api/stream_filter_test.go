@@ -225,21 +225,3 @@ func TestSyncStream_GalleryBudget(t *testing.T) {
 	}
 }
 
-func TestMemberKeyOf(t *testing.T) {
-	id := "0b7f6c3e-1d2a-4c5b-9e8f-123456789abc"
-	k, ok := memberKeyOf(id, "note")
-	if !ok || k[0] != 0x0b || k[15] != 0xbc || memoryTypes[k[16]] != "note" {
-		t.Fatalf("%x %v", k, ok)
-	}
-	if k2, _ := memberKeyOf(id, "image"); k2 == k {
-		t.Fatal("the type is not part of the key")
-	}
-	for _, bad := range [][2]string{
-		{strings.ToUpper(id), "note"}, {id[:35], "note"}, {strings.Replace(id, "-", "x", 1), "note"},
-		{"m1", "image"}, {id, "photo"}, {id, ""}, {strings.Replace(id, "0b", "0g", 1), "note"},
-	} {
-		if _, ok := memberKeyOf(bad[0], bad[1]); ok {
-			t.Errorf("memberKeyOf(%q, %q) accepted", bad[0], bad[1])
-		}
-	}
-}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgesync/edgesync/domain"
 )
 
 // Defaults of Config.
@@ -78,10 +80,7 @@ type GalleryFill func(ctx context.Context, members int) (a Answer, ms []Member, 
 // MemoryFill reads and encodes one memory's presence.
 type MemoryFill func(ctx context.Context) (Answer, error)
 
-type mkey struct {
-	id  [16]byte
-	typ uint8
-}
+type mkey = domain.MemoryKey
 
 // memKey names a memory answer as the API and the stream spell it.
 type memKey struct{ typ, id string }
@@ -285,7 +284,7 @@ func (c *Cache) runGallery(ctx context.Context, f *fill, fn GalleryFill) {
 	if f.err == nil && f.maxMembers > 0 && len(ms) <= f.maxMembers {
 		keys = make([]mkey, len(ms))
 		for i, m := range ms {
-			keys[i] = mkey{id: m.ID, typ: typeIndex(m.Type)}
+			keys[i] = mkey{ID: m.ID, Type: domain.MemoryTypeIndex(m.Type)}
 		}
 	}
 	c.mu.Lock()
@@ -606,7 +605,7 @@ func (c *Cache) dropPages(g *gallery, now time.Time) {
 func (c *Cache) MemoryChanged(id, memoryType string) {
 	now := time.Now()
 	mk := memKey{typ: memoryType, id: id}
-	k, parsed := memoryKey(id, memoryType)
+	k, parsed := domain.ParseMemoryKey(id, memoryType)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.m.invalidations.WithLabelValues("memory").Inc()

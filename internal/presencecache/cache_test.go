@@ -427,15 +427,3 @@ func TestCache_FillErrorAndPanic(t *testing.T) {
 	}
 }
 
-func TestMemoryKey(t *testing.T) {
-	s, b := uuidOf("x")
-	k, ok := memoryKey(s, "note")
-	if !ok || k.id != b || k.typ != typeIndex("note") {
-		t.Fatalf("memoryKey(%s) = %v %v", s, k, ok)
-	}
-	for _, bad := range []string{"", "m1", s[:35] + "G", "ABCDEFAB-0000-0000-0000-000000000000"} {
-		if _, ok := memoryKey(bad, "note"); ok {
-			t.Errorf("memoryKey(%q) parsed", bad)
-		}
-	}
-}
