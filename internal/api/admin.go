@@ -109,6 +109,9 @@ func (s *Server) backends(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if out == nil {
+		out = []BackendStatus{} // the contract's backends is an array, never null
+	}
 	status := http.StatusOK
 	for _, b := range out {
 		if !b.OK {
