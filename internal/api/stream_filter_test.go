@@ -224,4 +224,3 @@ func TestSyncStream_GalleryBudget(t *testing.T) {
 		t.Fatalf("%d items held, want 2", n)
 	}
 }
-

@@ -426,4 +426,3 @@ func TestCache_FillErrorAndPanic(t *testing.T) {
 		t.Fatal("an error was cached")
 	}
 }
-
