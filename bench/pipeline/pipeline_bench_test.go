@@ -939,13 +939,7 @@ func (d *daemonProc) exited() error {
 	}
 }
 
-func (d *daemonProc) logTail() string {
-	raw, _ := os.ReadFile(d.logPath)
-	if len(raw) > 6000 {
-		raw = raw[len(raw)-6000:]
-	}
-	return "daemon log (tail):\n" + string(raw)
-}
+func (d *daemonProc) logTail() string { return benchdata.LogTail(d.logPath) }
 
 // cpu is the daemon's user+system CPU time so far.
 func (d *daemonProc) cpu() time.Duration { return procCPU(d.cmd.Process.Pid, false) }
@@ -1111,24 +1105,11 @@ func (s pgSnapshot) since(prev pgSnapshot) string {
 // last pg_stat_statements_reset.
 func topStatements(b *testing.B, pool *pgxpool.Pool) string {
 	b.Helper()
-	rows, err := pool.Query(context.Background(), `SELECT calls, total_exec_time, rows, regexp_replace(left(query, 150), '\s+', ' ', 'g')
-		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 10`)
+	out, err := benchdata.TopStatements(context.Background(), pool, 10, 150, false)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer rows.Close()
-	var out strings.Builder
-	fmt.Fprintf(&out, "    %8s %10s %10s %9s  %s\n", "calls", "total ms", "ms/call", "rows", "query")
-	for rows.Next() {
-		var calls, n int64
-		var total float64
-		var q string
-		if err := rows.Scan(&calls, &total, &n, &q); err != nil {
-			b.Fatal(err)
-		}
-		fmt.Fprintf(&out, "    %8d %10.0f %10.2f %9d  %s\n", calls, total, total/float64(max(calls, 1)), n, q)
-	}
-	return out.String()
+	return out
 }
 
 // slowPlan picks the slowest auto_explain entry of the edge upsert from the

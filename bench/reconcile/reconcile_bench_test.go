@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/edgesync/edgesync/bench/internal/benchdata"
 	"github.com/edgesync/edgesync/domain"
 	"github.com/edgesync/edgesync/internal/pgtest"
 	"github.com/edgesync/edgesync/reconcile"
@@ -168,25 +169,11 @@ func mustExec(b *testing.B, p *pgxpool.Pool, sql string) {
 func topStatements(b *testing.B, p *pgxpool.Pool) string {
 	b.Helper()
 	mustExec(b, p, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`)
-	rows, err := p.Query(context.Background(), `SELECT calls, total_exec_time, rows, regexp_replace(left(query, 140), '\s+', ' ', 'g')
-		FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-		ORDER BY total_exec_time DESC LIMIT 8`)
+	out, err := benchdata.TopStatements(context.Background(), p, 8, 140, true)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer rows.Close()
-	var out strings.Builder
-	fmt.Fprintf(&out, "    %8s %10s %10s %9s  %s\n", "calls", "total ms", "ms/call", "rows", "query")
-	for rows.Next() {
-		var calls, n int64
-		var total float64
-		var q string
-		if err := rows.Scan(&calls, &total, &n, &q); err != nil {
-			b.Fatal(err)
-		}
-		fmt.Fprintf(&out, "    %8d %10.0f %10.2f %9d  %s\n", calls, total, total/float64(max(calls, 1)), n, q)
-	}
-	return out.String()
+	return out
 }
 
 // slowPlans picks the n slowest auto_explain entries from the server log.

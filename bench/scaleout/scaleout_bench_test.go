@@ -278,13 +278,7 @@ func (d *daemonProc) exited() error {
 	}
 }
 
-func (d *daemonProc) logTail() string {
-	raw, _ := os.ReadFile(d.logPath)
-	if len(raw) > 6000 {
-		raw = raw[len(raw)-6000:]
-	}
-	return "daemon log (tail):\n" + string(raw)
-}
+func (d *daemonProc) logTail() string { return benchdata.LogTail(d.logPath) }
 
 // stop ends the daemon with SIGTERM (it drains) and waits for it.
 func (d *daemonProc) stop() {

@@ -121,3 +121,13 @@ func ParentPID(pid int) int {
 	n, _ := strconv.Atoi(f[1])
 	return n
 }
+
+// LogTail is the last 6,000 bytes of a daemon's log file, for a failure
+// message.
+func LogTail(path string) string {
+	raw, _ := os.ReadFile(path)
+	if len(raw) > 6000 {
+		raw = raw[len(raw)-6000:]
+	}
+	return "daemon log (tail):\n" + string(raw)
+}
