@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -464,24 +465,18 @@ func (p *Pipeline) publishSlotLost(ctx context.Context, last cdc.LSN) {
 	}
 	subject := domain.Subjects{Prefix: p.cfg.SubjectPrefix}.SlotLost()
 	id := p.cfg.Slot + "/slot_lost/" + last.String()
-	wait := 250 * time.Millisecond
-	for attempt := 1; ; attempt++ {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 250*time.Millisecond, 10*time.Second, 0 // until stored or ctx ends
+	attempt := 0
+	_ = backoff.RetryNotify(func() error {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := natssink.PublishSync(cctx, p.js, subject, id, body)
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			return
-		}
-		if attempt == 1 || attempt%20 == 0 {
+		defer cancel()
+		return natssink.PublishSync(cctx, p.js, subject, id, body)
+	}, backoff.WithContext(b, ctx), func(err error, _ time.Duration) {
+		if attempt++; attempt == 1 || attempt%20 == 0 {
 			p.log.Warn("publish slot_lost event; retrying until NATS stores it", zap.Int("attempt", attempt), zap.Error(err))
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 10*time.Second)
-	}
+	})
 }
 
 func parseLSN(s string) (cdc.LSN, error) {
