@@ -104,15 +104,21 @@ func (h *Hub) PublishEvent(name, id string, data []byte) {
 // resume ring without sending it to anyone: a client that was connected to
 // another instance can then resume here with Last-Event-ID.
 func (h *Hub) Backfill(name, id string, data []byte) {
-	ev := &event{name: sseSafe(name), id: sseSafe(id), data: data}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.admitLocked(&event{name: sseSafe(name), id: sseSafe(id), data: data})
+}
+
+// admitLocked numbers a new event and keeps it in the resume ring; false for
+// a duplicate or a closed hub.
+func (h *Hub) admitLocked(ev *event) bool {
 	if h.closed || h.known(ev.id) {
-		return
+		return false
 	}
 	h.seq++
 	ev.seq = h.seq
 	h.remember(ev)
+	return true
 }
 
 // Has reports whether the event with this id is in the resume ring (a
@@ -136,12 +142,9 @@ func (h *Hub) known(id string) bool {
 func (h *Hub) publish(ev *event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed || h.known(ev.id) {
+	if !h.admitLocked(ev) {
 		return
 	}
-	h.seq++
-	ev.seq = h.seq
-	h.remember(ev)
 	for c := range h.clients {
 		if !c.wants(ev) {
 			continue

@@ -14,16 +14,7 @@ import (
 // ProcCPU reads utime+stime of a process from /proc/<pid>/stat (with
 // children: also cutime+cstime, the CPU of its reaped children).
 func ProcCPU(pid int, children bool) time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(raw)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
+	f := statFields(pid) // f[0] is field 3 (state)
 	if len(f) < 15 {
 		return 0
 	}
@@ -105,16 +96,7 @@ func PostgresCPU(post int) time.Duration {
 
 // ParentPID is the parent of a process (0 when unknown).
 func ParentPID(pid int) int {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(raw)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
+	f := statFields(pid)
 	if len(f) < 2 {
 		return 0
 	}
@@ -130,4 +112,20 @@ func LogTail(path string) string {
 		raw = raw[len(raw)-6000:]
 	}
 	return "daemon log (tail):\n" + string(raw)
+}
+
+// statFields are the fields of /proc/<pid>/stat after the command name (which
+// may hold spaces and parentheses): f[0] is field 3, the state. Nil when the
+// process is gone.
+func statFields(pid int) []string {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	s := string(raw)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(s[i+1:])
 }
