@@ -106,6 +106,13 @@ func (r *Reader) Run(ctx context.Context, start LSN, out chan<- Item) error {
 			if soon := now.Add(confirmEvery); soon.Before(until) {
 				until = soon
 			}
+		} else if r.tracker.Confirmed() > r.sent {
+			// A confirmation moved within confirmEvery of the last report
+			// (the last transaction, or a keepalive's WAL end): report it
+			// when that gap has passed, not a whole StatusInterval later.
+			if soon := r.sentAt.Add(confirmEvery); soon.Before(until) {
+				until = soon
+			}
 		}
 		rctx, cancel := context.WithDeadline(ctx, until)
 		raw, err := r.conn.ReceiveMessage(rctx)
@@ -146,8 +153,14 @@ func (r *Reader) Run(ctx context.Context, start LSN, out chan<- Item) error {
 				if err != nil {
 					return fmt.Errorf("parse xlogdata: %w", err)
 				}
-				if end := x.WALStart + LSN(len(x.WALData)); end > r.received {
-					r.received = end
+				// The position of a logical message is its WALStart (a
+				// commit's is the transaction's end), as pg_recvlogical
+				// reports it; adding the message's length would report a
+				// write position past the walsender's own, and it sends
+				// the keepalive that carries its WAL end to an idle client
+				// only while the client's write position is behind it.
+				if x.WALStart > r.received {
+					r.received = x.WALStart
 				}
 				if err := r.handle(ctx, x, out); err != nil {
 					return err
