@@ -79,7 +79,11 @@ func TestFeed_Invalidator(t *testing.T) {
 
 	c.store(subjects.GalleryStatus(), "gallery/"+g1+"/1/partial", fmt.Sprintf(`{"gallery_id":%q,"old_status":null,"new_status":"partial"}`, g1))
 	last := edge(2, m1, m2) // the edge moved from m2 to m1
-	want := []string{"following true", "gallery " + g1, "memory image " + m1, "memory image " + m2}
+	// Edge events that name no memory (not JSON; a null key): the cache
+	// cannot tell what they changed and starts over.
+	c.store(subjects.Edge(domain.BackendNeon, "updated"), "edgesync/3/0", `not json`)
+	c.store(subjects.Edge(domain.BackendNeon, "updated"), "edgesync/4/0", `{"id":"edgesync/4/0","op":"updated","memory_id":null,"memory_type":"image"}`)
+	want := []string{"following true", "gallery " + g1, "memory image " + m1, "memory image " + m2, "following true", "following true"}
 	eventually(t, 10*time.Second, "the invalidations", func() bool { return len(rec.list()) >= len(want) })
 	if got := rec.list(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("invalidations %q\nwant %q", got, want)
