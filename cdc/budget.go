@@ -54,6 +54,21 @@ func (b *Budget) Acquire(ctx context.Context, n int64) error {
 	}
 }
 
+// TryAcquire takes n bytes if they are free now, as Acquire would without
+// waiting.
+func (b *Budget) TryAcquire(n int64) bool {
+	if b == nil || n <= 0 {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used == 0 || b.used+n <= b.total {
+		b.used += n
+		return true
+	}
+	return false
+}
+
 // Release returns n bytes.
 func (b *Budget) Release(n int64) {
 	if b == nil || n <= 0 {

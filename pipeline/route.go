@@ -245,6 +245,13 @@ func (r *Router) memory(o *Output, txn *cdc.Txn, ch *cdc.Change, ri *relInfo) {
 
 func (r *Router) edge(o *Output, txn *cdc.Txn, ch *cdc.Change, ri *relInfo) {
 	row := image(ch)
+	if t := row.Get(ri.memType); t.Kind == cdc.Text && !r.types[string(t.Data)] && keyed(row, ri) {
+		// Another pipeline maps this memory type (several slots split the
+		// tables): it publishes the edge events of its own types, so each
+		// is published once. Checked before anything is copied out of the
+		// row: with two pipelines, half of the edge changes end here.
+		return
+	}
 	memID, _ := row.Text(ri.id)
 	memType, _ := row.Text(ri.memType)
 	backend, _ := row.Text(ri.backend)
@@ -254,9 +261,6 @@ func (r *Router) edge(o *Output, txn *cdc.Txn, ch *cdc.Change, ri *relInfo) {
 		return
 	}
 	if !r.types[memType] {
-		// Another pipeline maps this memory type (several slots split the
-		// tables): it publishes the edge events of its own types, so each
-		// is published once.
 		return
 	}
 	id := r.msgID(txn, ch.Index, "")
@@ -270,6 +274,13 @@ func (r *Router) edge(o *Output, txn *cdc.Txn, ch *cdc.Change, ri *relInfo) {
 	}
 	ev.Data = clone(r.buf)
 	o.Events = append(o.Events, Event{Subject: r.subjects.Edge(backend, cdc.EventOp(ch.Op)), ID: id, Data: ev.Data, Edge: ev, Key: memID})
+}
+
+// keyed reports whether an edge row image has the key columns an event
+// needs (memory_id and backend as known, non-empty values).
+func keyed(row cdc.Row, ri *relInfo) bool {
+	id, b := row.Get(ri.id), row.Get(ri.backend)
+	return id.Kind == cdc.Text && len(id.Data) > 0 && b.Kind == cdc.Text && len(b.Data) > 0
 }
 
 func (r *Router) truncate(o *Output, txn *cdc.Txn, ch *cdc.Change) {
