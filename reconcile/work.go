@@ -123,7 +123,12 @@ func (s *Service) detect(ctx context.Context, db *pgx.Conn, t table, sp span, ke
 // edges) aborts one side; the repair is idempotent, so it is simply retried.
 func (s *Service) exec(ctx context.Context, db *pgx.Conn, what string, st stmt) (int64, error) {
 	for attempt := 1; ; attempt++ {
-		tag, err := db.Exec(ctx, st.q, st.a...)
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		sctx, done := settling(ctx)
+		tag, err := db.Exec(sctx, st.q, st.a...)
+		done()
 		if err == nil {
 			return tag.RowsAffected(), nil
 		}
@@ -138,7 +143,12 @@ func (s *Service) exec(ctx context.Context, db *pgx.Conn, what string, st stmt) 
 func (s *Service) repair(ctx context.Context, db *pgx.Conn, t table, sp span) (inserted, updated int64, err error) {
 	st := t.repair(sp)
 	for attempt := 1; ; attempt++ {
-		err = db.QueryRow(ctx, st.q, st.a...).Scan(&inserted, &updated)
+		if err = ctx.Err(); err != nil {
+			break
+		}
+		sctx, done := settling(ctx)
+		err = db.QueryRow(sctx, st.q, st.a...).Scan(&inserted, &updated)
+		done()
 		if err == nil || attempt >= 5 || !retryable(ctx, err) {
 			break
 		}
@@ -147,6 +157,36 @@ func (s *Service) repair(ctx context.Context, db *pgx.Conn, t table, sp span) (i
 		return 0, 0, fmt.Errorf("repair the edges of %s: %w", t.Name, err)
 	}
 	return inserted, updated, nil
+}
+
+// settleGrace is how long a repair statement already sent may still run
+// after its run was cancelled.
+const settleGrace = 10 * time.Second
+
+// settling returns the context for one repair statement: it outlives ctx by
+// up to settleGrace, so a statement that was sent is awaited to its result
+// and what it committed is counted in the report (cancelling it mid-way
+// could commit the chunk on the server and still return the cancellation,
+// leaving the report short of edges it had changed). A chunk's statement
+// is short; the grace only bounds one stuck on a lock.
+func settling(ctx context.Context) (context.Context, context.CancelFunc) {
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var grace *time.Timer
+	var mu sync.Mutex
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		grace = time.AfterFunc(settleGrace, cancel)
+		mu.Unlock()
+	})
+	return sctx, func() {
+		stop()
+		mu.Lock()
+		if grace != nil {
+			grace.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
 }
 
 // retryable reports a deadlock or serialization failure: the pipeline writes
