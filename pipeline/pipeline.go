@@ -112,6 +112,15 @@ func New(cfg Config, pool *pgxpool.Pool, js jetstream.JetStream, m *Metrics, hoo
 	return &Pipeline{cfg: cfg, pool: pool, js: js, log: log, metrics: m, hooks: hooks}
 }
 
+// memoryTypes are the memory types of the pipeline's tables.
+func (p *Pipeline) memoryTypes() []string {
+	out := make([]string, 0, len(p.cfg.Tables))
+	for _, t := range p.cfg.Tables {
+		out = append(out, t.MemoryType)
+	}
+	return out
+}
+
 // publishedTables are the tables of the publication: memory tables,
 // gallery_items and storage_edges.
 func (p *Pipeline) publishedTables() []string {
@@ -144,7 +153,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		// position. Skip what the stream already holds, however long ago it
 		// was stored: the duplicate window is only a safety net. (A slot
 		// created now has nothing to replay.)
-		stored, err := natssink.StoredFrom(ctx, p.js, p.cfg.Stream, natssink.ChangeSubjects(p.cfg.SubjectPrefix), p.cfg.Slot, slot.ConfirmedFlush)
+		stored, err := natssink.StoredFrom(ctx, p.js, p.cfg.Stream, natssink.ChangeSubjects(p.cfg.SubjectPrefix),
+			natssink.MemorySubjects(p.cfg.SubjectPrefix, p.memoryTypes()), p.cfg.Slot, slot.ConfirmedFlush)
 		if err != nil {
 			return s.fail(fmt.Errorf("learn what the stream holds of the replay: %w", err))
 		}
