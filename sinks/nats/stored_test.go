@@ -14,9 +14,10 @@ import (
 	"github.com/edgesync/edgesync/internal/natstest"
 )
 
-func TestStoredFrom(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+// storedStream starts a NATS server with stream T (prefix p) and returns
+// the JetStream context and a synchronous publish of an event with a msg id.
+func storedStream(t *testing.T, ctx context.Context) (jetstream.JetStream, func(subject, id string)) {
+	t.Helper()
 	s := natstest.Start(t)
 	js, err := NewJetStream(s.Conn(t), Config{})
 	if err != nil {
@@ -25,12 +26,18 @@ func TestStoredFrom(t *testing.T) {
 	if _, err := EnsureStream(ctx, js, StreamConfig{Name: "T", SubjectPrefix: "p"}); err != nil {
 		t.Fatal(err)
 	}
-	pub := func(subject, id string) {
+	return js, func(subject, id string) {
 		t.Helper()
 		if err := PublishSync(ctx, js, subject, id, []byte(`{}`)); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+func TestStoredFrom(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, pub := storedStream(t, ctx)
 	// Slot s's changes in commit order, with other publishers in between:
 	// gallery status, another slot's pipeline, a progress event, snapshots.
 	pub("p.memory.image.snapshot", "s/snapshot/0/10/m0")
@@ -103,20 +110,7 @@ func (c countingStream) GetMsg(ctx context.Context, seq uint64, opts ...jetstrea
 func TestStoredFrom_AnotherPipelineFillsTheStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s := natstest.Start(t)
-	js, err := NewJetStream(s.Conn(t), Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := EnsureStream(ctx, js, StreamConfig{Name: "T", SubjectPrefix: "p"}); err != nil {
-		t.Fatal(err)
-	}
-	pub := func(subject, id string) {
-		t.Helper()
-		if err := PublishSync(ctx, js, subject, id, []byte(`{}`)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	js, pub := storedStream(t, ctx)
 	pub("p.memory.image.created", "s/0/20/0")
 	pub("p.edge.neon-db.created", "s/0/20/1")
 	pub("p.edge.neon-db.updated", "s/0/28/0") // an edge-only transaction of s
