@@ -11,14 +11,15 @@ import (
 // with two pipelines on two cores (each walsender decoding the whole WAL)
 // that cost each daemon about twice the CPU of the work itself, which slowed
 // the walsenders further, so the daemons stayed in that mode for the rest of
-// the run (bench/scaleout: 15-18 s instead of 11 s, on the same code).
+// the run (one of the two causes of bench/scaleout's slow mode, 15-18 s
+// instead of 11 s on the same code; the other was StoredFrom's search).
 //
 // coalescingConn breaks that loop: after a read that emptied the socket with
 // little data, the next read waits trickleWait first, so a trickle of
 // messages is read a millisecond's worth at a time. A backlog (reads that
 // fill the buffer) is read without waiting, and an idle stream adds at most
 // trickleWait to the next message (bench/pipeline's commit -> ack p50 went
-// from about 0.9 to 1.4-1.8 ms; the p99 goal is 25 ms). A shorter wait
+// from about 0.9 to 1.7-1.9 ms; the p99 goal is 25 ms). A shorter wait
 // would buy nothing on machines like the reference one, whose sleeps last
 // about 1.1 ms whatever shorter time they ask for.
 type coalescingConn struct {
