@@ -245,7 +245,11 @@ func (r *Router) memory(o *Output, txn *cdc.Txn, ch *cdc.Change, ri *relInfo) {
 
 func (r *Router) edge(o *Output, txn *cdc.Txn, ch *cdc.Change, ri *relInfo) {
 	row := image(ch)
-	if t := row.Get(ri.memType); t.Kind == cdc.Text && !r.types[string(t.Data)] && keyed(row, ri) {
+	if !keyed(row, ri) {
+		o.Problem = "storage_edges change without its key columns; check its replica identity"
+		return
+	}
+	if t := row.Get(ri.memType); t.Kind != cdc.Text || !r.types[string(t.Data)] {
 		// Another pipeline maps this memory type (several slots split the
 		// tables): it publishes the edge events of its own types, so each
 		// is published once. Checked before anything is copied out of the
@@ -256,13 +260,6 @@ func (r *Router) edge(o *Output, txn *cdc.Txn, ch *cdc.Change, ri *relInfo) {
 	memType, _ := row.Text(ri.memType)
 	backend, _ := row.Text(ri.backend)
 	artifact, _ := row.Text(ri.artifact)
-	if memID == "" || backend == "" {
-		o.Problem = "storage_edges change without its key columns; check its replica identity"
-		return
-	}
-	if !r.types[memType] {
-		return
-	}
 	id := r.msgID(txn, ch.Index, "")
 	r.encode(cdc.EventHeader{
 		ID: id, Op: cdc.EventOp(ch.Op), MemoryID: memID, MemoryType: memType, Backend: backend, Artifact: artifact,
