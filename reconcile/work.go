@@ -171,22 +171,10 @@ const settleGrace = 10 * time.Second
 // is short; the grace only bounds one stuck on a lock.
 func settling(ctx context.Context) (context.Context, context.CancelFunc) {
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	var grace *time.Timer
-	var mu sync.Mutex
-	stop := context.AfterFunc(ctx, func() {
-		mu.Lock()
-		grace = time.AfterFunc(settleGrace, cancel)
-		mu.Unlock()
-	})
-	return sctx, func() {
-		stop()
-		mu.Lock()
-		if grace != nil {
-			grace.Stop()
-		}
-		mu.Unlock()
-		cancel()
-	}
+	// Once ctx ends, cancel after the grace (a no-op if the statement was
+	// done and cancelled by then).
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(settleGrace, cancel) })
+	return sctx, func() { stop(); cancel() }
 }
 
 // retryable reports a deadlock or serialization failure: the pipeline writes
