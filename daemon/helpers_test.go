@@ -19,6 +19,7 @@ import (
 	"github.com/edgesync/edgesync/config"
 	"github.com/edgesync/edgesync/domain"
 	"github.com/edgesync/edgesync/internal/pgtest"
+	"github.com/edgesync/edgesync/internal/testwait"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -80,20 +81,7 @@ func (rd *runningDaemon) stop(t testing.TB) {
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	var last string
-	for time.Now().Before(deadline) {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		last = msg
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s: %s", what, last)
-}
+var eventually = testwait.Eventually
 
 // streamMessages reads every message of the stream (subject, parsed event).
 type streamMsg struct {

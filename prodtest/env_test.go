@@ -24,6 +24,7 @@ import (
 
 	"github.com/edgesync/edgesync/internal/natstest"
 	"github.com/edgesync/edgesync/internal/pgtest"
+	"github.com/edgesync/edgesync/internal/testwait"
 )
 
 // manifestDir is the kustomize base the environment copies.
@@ -598,20 +599,11 @@ func (w *leaderWatch) counts() (stepDowns, changes int) {
 	return w.stepDowns, w.changes
 }
 
-// eventually polls cond until it holds or the deadline passes.
+// eventually polls cond until it holds or the deadline passes (every 50 ms:
+// the conditions read Postgres and NATS while the scenarios measure).
 func eventually(t testing.TB, within time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	var last string
-	for time.Now().Before(deadline) {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		last = msg
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s: %s", within, what, last)
+	testwait.Poll(t, within, 50*time.Millisecond, what, cond)
 }
 
 // waitSlot waits until the pipeline streams: its snapshot is done.

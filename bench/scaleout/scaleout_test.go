@@ -17,6 +17,7 @@ import (
 	"github.com/edgesync/edgesync/daemon"
 	"github.com/edgesync/edgesync/internal/natstest"
 	"github.com/edgesync/edgesync/internal/pgtest"
+	"github.com/edgesync/edgesync/internal/testwait"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -92,7 +93,7 @@ func TestScaleOut_TwoPipelinesPublishEveryEventOnce(t *testing.T) {
 	// shows as active already while it is being created; a row committed
 	// before its consistent point is the snapshot's, which gives it edges
 	// but, with snapshot events off, no memory event.)
-	waitFor(t, 60*time.Second, "both pipelines streaming", func() (bool, string) {
+	testwait.Eventually(t, 60*time.Second, "both pipelines streaming", func() (bool, string) {
 		var n int
 		if err := pool.QueryRow(ctx, `SELECT count(*) FROM edgesync_pipeline_state p JOIN pg_replication_slots s ON s.slot_name = p.slot
 			WHERE p.slot IN ('edgesync_media', 'edgesync_docs') AND p.snapshot_state = 'done' AND s.active`).Scan(&n); err != nil {
@@ -114,7 +115,7 @@ func TestScaleOut_TwoPipelinesPublishEveryEventOnce(t *testing.T) {
 			wantEdges += tb.ins
 		}
 	}
-	waitFor(t, 60*time.Second, "the inserts' edges", func() (bool, string) {
+	testwait.Eventually(t, 60*time.Second, "the inserts' edges", func() (bool, string) {
 		var n int
 		if err := pool.QueryRow(ctx, `SELECT count(*) FROM storage_edges`).Scan(&n); err != nil {
 			return false, err.Error()
@@ -146,7 +147,7 @@ func TestScaleOut_TwoPipelinesPublishEveryEventOnce(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&walEnd); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "both slots confirmed past "+walEnd, func() (bool, string) {
+	testwait.Eventually(t, 60*time.Second, "both slots confirmed past "+walEnd, func() (bool, string) {
 		var n int
 		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name IN ('edgesync_media', 'edgesync_docs')
 			AND confirmed_flush_lsn >= $1::pg_lsn`, walEnd).Scan(&n); err != nil {
@@ -221,22 +222,6 @@ func TestScaleOut_TwoPipelinesPublishEveryEventOnce(t *testing.T) {
 	if len(ids) != len(want) {
 		t.Fatalf("%d distinct msg ids for %d expected events", len(ids), len(want))
 	}
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, within time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	var last string
-	for time.Now().Before(deadline) {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		last = msg
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s: %s", what, last)
 }
 
 // countStream is the number of memory and edge messages in the stream.
