@@ -18,6 +18,7 @@ import (
 	"github.com/edgesync/edgesync/cdc"
 	"github.com/edgesync/edgesync/config"
 	"github.com/edgesync/edgesync/domain"
+	"github.com/edgesync/edgesync/internal/natstest"
 	"github.com/edgesync/edgesync/internal/pgtest"
 	"github.com/edgesync/edgesync/internal/testwait"
 )
@@ -103,60 +104,15 @@ func readStream(t testing.TB, natsURL, stream string) []streamMsg {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	st, err := js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs == 0 {
-		return nil
-	}
-	// An ordered consumer reads the whole stream in batches; every message
-	// up to the last sequence seen above must arrive (a read that gives up
-	// early would look like lost events).
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []streamMsg
-	for last := uint64(0); last < info.State.LastSeq; {
-		batch, err := cons.FetchNoWait(1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			meta, err := m.Metadata()
-			if err != nil {
-				t.Fatal(err)
-			}
-			last = meta.Sequence.Stream
-			sm := streamMsg{Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader), Header: m.Headers(), Raw: m.Data()}
-			if strings.Contains(sm.Subject, ".memory.") || strings.Contains(sm.Subject, ".edge.") {
-				if err := json.Unmarshal(sm.Raw, &sm.Event); err != nil {
-					t.Fatalf("message %d on %s is not an envelope: %v: %s", last, sm.Subject, err, sm.Raw)
-				}
-			}
-			out = append(out, sm)
-			if last >= info.State.LastSeq {
-				break
+	for _, m := range natstest.ReadStream(t, js, stream) {
+		sm := streamMsg{Subject: m.Subject(), MsgID: m.Headers().Get(jetstream.MsgIDHeader), Header: m.Headers(), Raw: m.Data()}
+		if strings.Contains(sm.Subject, ".memory.") || strings.Contains(sm.Subject, ".edge.") {
+			if err := json.Unmarshal(sm.Raw, &sm.Event); err != nil {
+				t.Fatalf("message %d on %s is not an envelope: %v: %s", len(out)+1, sm.Subject, err, sm.Raw)
 			}
 		}
-		if err := batch.Error(); err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			if ctx.Err() != nil {
-				t.Fatalf("read %d of the stream's %d messages before the deadline", len(out), info.State.Msgs)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		out = append(out, sm)
 	}
 	return out
 }

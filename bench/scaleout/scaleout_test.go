@@ -254,42 +254,9 @@ type msg struct {
 // readStream reads every message of the stream once.
 func readStream(t testing.TB, js jetstream.JetStream) []msg {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := js.Stream(ctx, "EDGESYNC")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []msg
-	for last := uint64(0); last < info.State.LastSeq; {
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			meta, err := m.Metadata()
-			if err != nil {
-				t.Fatal(err)
-			}
-			last = meta.Sequence.Stream
-			out = append(out, msg{m.Subject(), m.Headers().Get(jetstream.MsgIDHeader), m.Data()})
-		}
-		if err := batch.Error(); err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			t.Fatalf("read %d messages up to sequence %d of %d, then nothing more", len(out), last, info.State.LastSeq)
-		}
+	for _, m := range natstest.ReadStream(t, js, "EDGESYNC") {
+		out = append(out, msg{m.Subject(), m.Headers().Get(jetstream.MsgIDHeader), m.Data()})
 	}
 	return out
 }
