@@ -249,19 +249,7 @@ func runPipeline(b *testing.B) {
 			`ALTER SYSTEM SET auto_explain.log_timing = off`,
 			`ALTER SYSTEM SET log_min_messages = 'log'`}
 	}
-	admin, err := pgx.Connect(ctx, cluster.URL("postgres"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, q := range setup {
-		if _, err := admin.Exec(ctx, q); err != nil {
-			b.Fatalf("%s: %v", q, err)
-		}
-	}
-	admin.Close(ctx)
-	if err := cluster.Restart(false); err != nil {
-		b.Fatal(err)
-	}
+	benchdata.Configure(b, cluster, setup)
 	dbURL := cluster.NewDB(b)
 	pool := pgtest.Pool(b, dbURL)
 	mustExec(b, pool, `CREATE EXTENSION pg_stat_statements`)

@@ -131,7 +131,6 @@ func BenchmarkReconcile_Million(b *testing.B) {
 // auto_explain logging the analysed plan of every statement over 100 ms.
 func statsCluster(b *testing.B) *pgtest.Cluster {
 	b.Helper()
-	ctx := context.Background()
 	cluster := pgtest.StartCluster(b)
 	setup := []string{`ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'`}
 	if os.Getenv("BENCH_RECONCILE_EXPLAIN") != "" {
@@ -141,19 +140,7 @@ func statsCluster(b *testing.B) *pgtest.Cluster {
 			`ALTER SYSTEM SET auto_explain.log_buffers = on`,
 			`ALTER SYSTEM SET auto_explain.log_nested_statements = on`}
 	}
-	admin, err := pgx.Connect(ctx, cluster.URL("postgres"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, q := range setup {
-		if _, err := admin.Exec(ctx, q); err != nil {
-			b.Fatalf("%s: %v", q, err)
-		}
-	}
-	admin.Close(ctx)
-	if err := cluster.Restart(false); err != nil {
-		b.Fatal(err)
-	}
+	benchdata.Configure(b, cluster, setup)
 	return cluster
 }
 

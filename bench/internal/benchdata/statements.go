@@ -4,9 +4,33 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/edgesync/edgesync/internal/pgtest"
 )
+
+// Configure runs setup (ALTER SYSTEM statements: preloaded libraries,
+// auto_explain) on a benchmark's own cluster and restarts it so they apply.
+func Configure(b *testing.B, cluster *pgtest.Cluster, setup []string) {
+	b.Helper()
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, cluster.URL("postgres"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, q := range setup {
+		if _, err := admin.Exec(ctx, q); err != nil {
+			b.Fatalf("%s: %v", q, err)
+		}
+	}
+	admin.Close(ctx)
+	if err := cluster.Restart(false); err != nil {
+		b.Fatal(err)
+	}
+}
 
 // TopStatements lists the n statements with the most execution time since
 // the last pg_stat_statements_reset (the extension must be preloaded), as
