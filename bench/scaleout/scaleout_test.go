@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/edgesync/edgesync/config"
-	"github.com/edgesync/edgesync/daemon"
+	"github.com/edgesync/edgesync/daemon/daemontest"
 	"github.com/edgesync/edgesync/internal/natstest"
 	"github.com/edgesync/edgesync/internal/pgtest"
 	"github.com/edgesync/edgesync/internal/testwait"
@@ -47,25 +47,7 @@ func pipelineConfig(t testing.TB, dbURL, natsURL, name string, tables []string) 
 // startInProcess runs a daemon until the test ends.
 func startInProcess(t *testing.T, cfg config.Config) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := daemon.New(ctx, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).With(zap.String("pipeline", cfg.Slot)))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("pipeline %s exited with %v", cfg.Slot, err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("pipeline %s did not stop within 20 s", cfg.Slot)
-		}
-	})
+	daemontest.Start(t, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).With(zap.String("pipeline", cfg.Slot)))
 }
 
 // TestScaleOut_TwoPipelinesPublishEveryEventOnce runs two pipelines over

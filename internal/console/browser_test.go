@@ -21,7 +21,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/edgesync/edgesync/config"
-	"github.com/edgesync/edgesync/daemon"
+	"github.com/edgesync/edgesync/daemon/daemontest"
 	"github.com/edgesync/edgesync/internal/icpreplica"
 	"github.com/edgesync/edgesync/internal/natstest"
 	"github.com/edgesync/edgesync/internal/pgtest"
@@ -170,25 +170,7 @@ func startStack(t *testing.T) *stack {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := daemon.New(ctx, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("daemon: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("the daemon did not stop within 30s")
-		}
-	})
+	d := daemontest.Start(t, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	s.base = "http://" + d.Addr()
 	t.Cleanup(func() { // runs before the daemon stops
 		if t.Failed() {
