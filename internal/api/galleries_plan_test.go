@@ -6,28 +6,24 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
-// explain returns the plan the planner chooses for q.
-func explain(t *testing.T, e *env, q string, args ...any) string {
+// explain returns the plan the planner chooses for q on db, line by line.
+func explain(t *testing.T, db interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, q string, args ...any) []string {
 	t.Helper()
-	rows, err := e.pool.Query(context.Background(), "EXPLAIN "+q, args...)
+	rows, err := db.Query(context.Background(), "EXPLAIN "+q, args...)
 	if err != nil {
 		t.Fatalf("EXPLAIN %s: %v", q, err)
 	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var l string
-		if err := rows.Scan(&l); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, l)
+	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("EXPLAIN %s: %v", q, err)
 	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return strings.Join(plan, "\n")
+	return plan
 }
 
 // TestGalleryList_Plans: a status-filtered page is a range scan of
@@ -60,7 +56,7 @@ func TestGalleryList_Plans(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			q, args := galleryListQuery(tc.status, tc.title, at, tc.after, 51)
-			plan := explain(t, e, q, args...)
+			plan := strings.Join(explain(t, e.pool, q, args...), "\n")
 			if !strings.Contains(plan, "Index Scan using "+tc.index) || strings.Contains(plan, "Sort Key: g.created_at") || strings.Contains(plan, "Sort Key: s.gallery_created_at") {
 				t.Fatalf("the page is not an ordered range scan of %s:\n%s", tc.index, plan)
 			}

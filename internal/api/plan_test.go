@@ -26,21 +26,7 @@ func TestGalleryPage_ReadsEachItemsEdges(t *testing.T) {
 		if q == galleryNextPageSQL {
 			args = append(args, "10000000-0000-0000-0000-000000000002", "image")
 		}
-		rows, err := tx.Query(ctx, "EXPLAIN "+q, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var l string
-			if err := rows.Scan(&l); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, l)
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
+		plan := explain(t, tx, q, args...)
 		perItem := 0
 		for i, l := range plan {
 			if strings.Contains(l, "ix_edges_memory on storage_edges") && i+1 < len(plan) &&
