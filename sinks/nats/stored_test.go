@@ -34,6 +34,16 @@ func storedStream(t *testing.T, ctx context.Context) (jetstream.JetStream, func(
 	}
 }
 
+// sortedIDs lists a set of ids, sorted, comma-separated.
+func sortedIDs(set map[string]struct{}) string {
+	ids := make([]string, 0, len(set))
+	for id := range set {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return strings.Join(ids, ",")
+}
+
 func TestStoredFrom(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -62,13 +72,8 @@ func TestStoredFrom(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ids []string
-		for id := range got {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
-		if strings.Join(ids, ",") != want {
-			t.Errorf("StoredFrom(%s) = %v, want %s", from, ids, want)
+		if ids := sortedIDs(got); ids != want {
+			t.Errorf("StoredFrom(%s) = %s, want %s", from, ids, want)
 		}
 	}
 	if _, err := StoredFrom(ctx, js, "MISSING", ChangeSubjects("p"), nil, "s", 0); err == nil {
@@ -138,13 +143,8 @@ func TestStoredFrom_AnotherPipelineFillsTheStream(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ids []string
-		for id := range got {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
-		if strings.Join(ids, ",") != want {
-			t.Errorf("StoredFrom(%s) = %v, want %s", from, ids, want)
+		if ids := sortedIDs(got); ids != want {
+			t.Errorf("StoredFrom(%s) = %s, want %s", from, ids, want)
 		}
 		// A probe of the change subjects that lands in the other pipeline's
 		// run gives up after 64 of its messages; the search on the images'
