@@ -91,13 +91,14 @@ func (e *env) check(within time.Duration) verdict {
 	return v
 }
 
-// slotPast reports whether the slot is confirmed past every logged change.
+// slotPast reports whether every slot of the database (one per pipeline) is
+// confirmed past every logged change.
 func slotPast(ctx context.Context, pool *pgxpool.Pool) (bool, string) {
 	var ok bool
 	var confirmed, target *string
-	err := pool.QueryRow(ctx, `SELECT coalesce(s.confirmed_flush_lsn > (SELECT max(lsn) FROM change_log), true),
-		s.confirmed_flush_lsn::text, (SELECT max(lsn) FROM change_log)::text
-		FROM pg_replication_slots s WHERE s.slot_name = $1`, slotName).Scan(&ok, &confirmed, &target)
+	err := pool.QueryRow(ctx, `SELECT count(*) > 0 AND coalesce(bool_and(s.confirmed_flush_lsn > (SELECT max(lsn) FROM change_log)), true),
+		string_agg(s.slot_name || ' ' || s.confirmed_flush_lsn::text, ', '), (SELECT max(lsn) FROM change_log)::text
+		FROM pg_replication_slots s WHERE s.database = current_database()`).Scan(&ok, &confirmed, &target)
 	if err != nil {
 		return false, err.Error()
 	}

@@ -244,20 +244,65 @@ const dupWindow = 2 * time.Minute
 
 // instance is one `edgesync run` process: a pod.
 type instance struct {
-	name    string
-	addr    string
-	dataDir string
-	logPath string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	exitErr error
-	peakRSS atomic.Int64 // bytes, VmHWM
+	name     string
+	pipeline string // its slot: pods of one pipeline elect one leader
+	addr     string
+	dataDir  string
+	logPath  string
+	cmd      *exec.Cmd
+	done     chan struct{}
+	exitErr  error
+	peakRSS  atomic.Int64 // bytes, VmHWM
 }
 
 // start starts a pod: the manifest's ConfigMap, its GOMEMLIMIT, and only what
 // a test must change (addresses, the secrets, the NATS credentials that the
 // test cluster does not use).
 func (e *env) start() *instance {
+	e.t.Helper()
+	return e.startIn(pipeline{})
+}
+
+// pipeline is what a pod of a further pipeline changes in the base
+// manifest's ConfigMap (its overlay's edgesync.env, and the tables moved to
+// it); the zero value is the base manifest's pipeline.
+type pipeline struct {
+	env map[string]string
+}
+
+// slot is the pipeline's slot (EDGESYNC_SLOT).
+func (p pipeline) slot() string {
+	if s := p.env["EDGESYNC_SLOT"]; s != "" {
+		return s
+	}
+	return slotName
+}
+
+// overlayEnv reads an overlay's edgesync.env (the keys it changes in the
+// base ConfigMap).
+func overlayEnv(t testing.TB, overlay string) map[string]string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(manifestDir, "..", "overlays", overlay, "edgesync.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf("overlay %s: %q is not KEY=VALUE", overlay, line)
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// startIn starts a pod of pipeline p.
+func (e *env) startIn(p pipeline) *instance {
 	t := e.t
 	t.Helper()
 	e.mu.Lock()
@@ -268,15 +313,20 @@ func (e *env) start() *instance {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	in := &instance{name: name, addr: freeAddr(t), logPath: filepath.Join(e.logDir, name+".log"), done: make(chan struct{})}
+	in := &instance{name: name, pipeline: p.slot(), addr: freeAddr(t), logPath: filepath.Join(e.logDir, name+".log"), done: make(chan struct{})}
 	// The pod's EDGESYNC_DATA_DIR lives under its /tmp emptyDir and does not
 	// exist when the container starts.
 	envv := []string{"KUBERNETES_SERVICE_HOST=127.0.0.1", "KUBERNETES_SERVICE_PORT=443", "TMPDIR=" + filepath.Join(root, "tmp")}
 	if err := os.MkdirAll(filepath.Join(root, "tmp"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	seen := map[string]bool{}
 	for _, kv := range e.man.env {
 		k, v, _ := strings.Cut(kv, "=")
+		if o, ok := p.env[k]; ok {
+			v = o
+		}
+		seen[k] = true
 		switch k {
 		case "EDGESYNC_HTTP_ADDR":
 			v = in.addr
@@ -289,6 +339,11 @@ func (e *env) start() *instance {
 			in.dataDir = v
 		}
 		envv = append(envv, k+"="+v)
+	}
+	for k, v := range p.env {
+		if !seen[k] {
+			envv = append(envv, k+"="+v)
+		}
 	}
 	envv = append(envv,
 		"EDGESYNC_DATABASE_URL="+e.dbURL,
@@ -482,10 +537,16 @@ func (e *env) dumpLogs() {
 // the second is a ready standby.
 func (e *env) startPair() (leader, standby *instance) {
 	e.t.Helper()
-	a := e.start()
+	return e.startPairIn(pipeline{})
+}
+
+// startPairIn starts pipeline p's leader and its standby.
+func (e *env) startPairIn(p pipeline) (leader, standby *instance) {
+	e.t.Helper()
+	a := e.startIn(p)
 	eventually(e.t, 60*time.Second, "the first pod leads", func() (bool, string) { return a.leader(), "" })
-	waitSlot(e.t, e.pool)
-	b := e.start()
+	waitSlot(e.t, e.pool, p.slot())
+	b := e.startIn(p)
 	eventually(e.t, 60*time.Second, "the second pod is a ready standby", func() (bool, string) {
 		return b.ready() && !b.leader(), ""
 	})
@@ -493,9 +554,13 @@ func (e *env) startPair() (leader, standby *instance) {
 }
 
 // currentLeader returns the live instance that says it leads, or nil.
-func (e *env) currentLeader() *instance {
+func (e *env) currentLeader() *instance { return e.leaderOf(slotName) }
+
+// leaderOf returns the live instance of the pipeline of slot that says it
+// leads, or nil.
+func (e *env) leaderOf(slot string) *instance {
 	for _, in := range e.svc.members() {
-		if in.leader() {
+		if in.pipeline == slot && in.leader() {
 			return in
 		}
 	}
@@ -545,12 +610,12 @@ type leaderWatch struct {
 	state     map[*instance]bool
 	stepDowns int
 	changes   int
-	last      *instance
+	last      map[string]*instance // by pipeline
 	changedAt time.Time
 }
 
 func watchLeaders(t *testing.T, e *env) *leaderWatch {
-	w := &leaderWatch{state: map[*instance]bool{}}
+	w := &leaderWatch{state: map[*instance]bool{}, last: map[string]*instance{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -583,11 +648,11 @@ func (w *leaderWatch) observe(in *instance, leads bool) {
 		w.stepDowns++
 	}
 	w.state[in] = leads
-	if leads && w.last != in {
-		if w.last != nil {
+	if last := w.last[in.pipeline]; leads && last != in {
+		if last != nil {
 			w.changes++
 		}
-		w.last = in
+		w.last[in.pipeline] = in
 		w.changedAt = time.Now()
 	}
 }
@@ -607,11 +672,11 @@ func eventually(t testing.TB, within time.Duration, what string, cond func() (bo
 }
 
 // waitSlot waits until the pipeline streams: its snapshot is done.
-func waitSlot(t testing.TB, pool *pgxpool.Pool) {
+func waitSlot(t testing.TB, pool *pgxpool.Pool, slot string) {
 	t.Helper()
-	eventually(t, 60*time.Second, "the slot streaming", func() (bool, string) {
+	eventually(t, 60*time.Second, "slot "+slot+" streaming", func() (bool, string) {
 		var n int
-		err := pool.QueryRow(context.Background(), `SELECT count(*) FROM edgesync_pipeline_state WHERE slot = $1 AND snapshot_state = 'done'`, slotName).Scan(&n)
+		err := pool.QueryRow(context.Background(), `SELECT count(*) FROM edgesync_pipeline_state WHERE slot = $1 AND snapshot_state = 'done'`, slot).Scan(&n)
 		return err == nil && n == 1, fmt.Sprint(err)
 	})
 }

@@ -163,6 +163,61 @@ func TestProd_LeaderKilled(t *testing.T) {
 	}})
 }
 
+// TestProd_TwoPipelines runs the tables split over two pipelines as
+// docs/scaling.md deploys them: the base manifest's pipeline without notes,
+// and the pipeline-b overlay's (its own slot and publication) with notes
+// moved to it, each a leader and a standby, one stream. Under writes to
+// images and notes, the leader of one pipeline and then of the other is
+// killed (a restarting pipeline looks for its replay's stored events while
+// the other one keeps filling the stream); every change must be in the
+// stream once, in order, published by the pipeline that maps its table.
+// (Leaving notes in the base pipeline's tables too, the mistake the overlay
+// warns about, fails it: each notes change is stored twice.)
+func TestProd_TwoPipelines(t *testing.T) {
+	runScenario(t, scenario{name: "two pipelines, each leader killed", run: func(e *env, sc scale, o *outcome) {
+		b := pipeline{env: overlayEnv(e.t, "pipeline-b")}
+		b.env["EDGESYNC_TABLES"] = "notes=note"
+		a := pipeline{env: map[string]string{"EDGESYNC_TABLES": "images=image:url:size_bytes,videos=video:url:size_bytes,documents=document:url:size_bytes,audio=audio:url:size_bytes"}}
+		e.startPairIn(a)
+		e.startPairIn(b)
+		ws := startWrites(e.pool, sc.writers, sc.pause, 11, 0)
+		defer ws.stop()
+		for i := 0; i < 2*sc.rounds; i++ {
+			p := []pipeline{b, a}[i%2]
+			waitCommits(e.t, ws, ws.commits()+sc.step)
+			leader := e.leaderOf(p.slot())
+			if leader == nil {
+				e.t.Fatalf("pipeline %s has no leader", p.slot())
+			}
+			leader.kill()
+			eventually(e.t, 60*time.Second, "a standby of "+p.slot()+" takes over", func() (bool, string) {
+				return e.leaderOf(p.slot()) != nil, ""
+			})
+			e.startIn(p) // the ReplicaSet replaces the pod
+		}
+		waitCommits(e.t, ws, ws.commits()+sc.step)
+		ws.stop()
+		eventually(e.t, sc.checkWithin, "both slots past the last change", func() (bool, string) {
+			return slotPast(context.Background(), e.pool)
+		})
+		// Each change's events come from the pipeline that maps its table.
+		wrong := 0
+		for _, m := range readStream(e.t, e.js, e.nats.Status) {
+			want := slotName + "/"
+			if strings.HasPrefix(m.subject, prefix+".memory.note.") {
+				want = b.slot() + "/"
+			}
+			if strings.HasPrefix(m.subject, prefix+".memory.") && !strings.HasPrefix(m.msgID, want) {
+				wrong++
+			}
+		}
+		if wrong > 0 {
+			o.fail("%d memory events published by the pipeline that does not map their table", wrong)
+		}
+		o.note("%d leader kills over two pipelines", 2*sc.rounds)
+	}})
+}
+
 // TestProd_StreamLeaderNodeKilled takes out the JetStream node that leads the
 // stream while the daemon publishes; the R3 stream elects another leader and
 // the node rejoins.
