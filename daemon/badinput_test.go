@@ -3,11 +3,13 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/edgesync/edgesync/cdc"
 	"github.com/edgesync/edgesync/internal/natstest"
@@ -100,5 +102,47 @@ func TestBadInput_NoReplicationPrivilege(t *testing.T) {
 	_, err := New(ctx, cfg, zap.NewNop())
 	if !errors.Is(err, cdc.ErrNoReplication) || !strings.Contains(err.Error(), `ALTER ROLE "plain" REPLICATION`) {
 		t.Fatalf("New = %v, want the REPLICATION error with its fix", err)
+	}
+}
+
+// TestBadInput_TableInTwoPipelines: a memory table left in another
+// pipeline's publication (one that also carries storage_edges) is named in a
+// warning at start, since both pipelines would publish its changes; a
+// publication of the app's own (no storage_edges) is not edgesync's business.
+func TestBadInput_TableInTwoPipelines(t *testing.T) {
+	ctx := context.Background()
+	dbURL := pgtest.New(t)
+	pool := pgtest.Pool(t, dbURL)
+	for _, q := range []string{
+		`CREATE PUBLICATION edgesync_b FOR TABLE notes, storage_edges`,
+		`CREATE PUBLICATION app_audit FOR TABLE images`,
+	} {
+		if _, err := pool.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	ns := natstest.Start(t)
+	cfg := testConfig(t, dbURL, ns.URL())
+	core, logs := observer.New(zap.WarnLevel)
+	rctx, cancel := context.WithCancel(ctx)
+	d, err := New(rctx, cfg, zap.New(core))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	rd := &runningDaemon{d: d, cancel: cancel, done: make(chan error, 1)}
+	go func() { rd.done <- d.Run(rctx) }()
+	t.Cleanup(func() { rd.stop(t) })
+	waitSlot(t, pool, cfg.Slot)
+	overlaps := func() []string {
+		var out []string
+		for _, e := range logs.FilterMessageSnippet("another pipeline's publication").All() {
+			f := e.ContextMap()
+			out = append(out, fmt.Sprint(f["other_publication"], " ", f["table"]))
+		}
+		return out
+	}
+	if got := overlaps(); len(got) != 1 || got[0] != "edgesync_b public.notes" {
+		t.Errorf("overlap warnings %q, want one for edgesync_b public.notes", got)
 	}
 }

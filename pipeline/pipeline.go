@@ -194,6 +194,9 @@ func (p *Pipeline) prepare(ctx context.Context) (slot cdc.SlotInfo, st state, lo
 	if err = p.warnForeignTables(ctx); err != nil {
 		return
 	}
+	if err = p.warnOverlappingPipelines(ctx); err != nil {
+		return
+	}
 	if st, err = loadState(ctx, p.pool, p.cfg.Slot); err != nil {
 		return
 	}
@@ -395,6 +398,39 @@ func (p *Pipeline) countEdges(st edges.Stats) {
 	if st.Deleted > 0 {
 		p.metrics.EdgesWritten.WithLabelValues("deleted").Add(float64(st.Deleted))
 	}
+}
+
+// warnOverlappingPipelines logs memory tables that another edgesync
+// pipeline's publication (one that also carries storage_edges) publishes as
+// well: when both pipelines run, every change of such a table is published
+// twice, once by each (docs/scaling.md: move tables, do not copy them).
+// A leftover publication that no slot reads triggers it too, hence a
+// warning, not a refusal.
+func (p *Pipeline) warnOverlappingPipelines(ctx context.Context) error {
+	rows, err := p.pool.Query(ctx, `SELECT o.pubname, o.schemaname || '.' || o.tablename
+		FROM pg_publication_tables o
+		JOIN pg_publication_tables m ON m.pubname = $1 AND m.schemaname = o.schemaname AND m.tablename = o.tablename
+		WHERE o.pubname <> $1
+		  AND o.schemaname || '.' || o.tablename NOT IN ($2, $3)
+		  AND EXISTS (SELECT 1 FROM pg_publication_tables e
+		              WHERE e.pubname = o.pubname AND e.schemaname || '.' || e.tablename = $2)
+		ORDER BY 1, 2`, p.cfg.Publication, p.edgesTable, p.itemsTable)
+	if err != nil {
+		return fmt.Errorf("list other pipelines' publications: %w", err)
+	}
+	type overlap struct{ pub, table string }
+	found, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (overlap, error) {
+		var o overlap
+		return o, r.Scan(&o.pub, &o.table)
+	})
+	if err != nil {
+		return fmt.Errorf("list other pipelines' publications: %w", err)
+	}
+	for _, o := range found {
+		p.log.Warn("another pipeline's publication also has this memory table: while both run, each of its changes is published twice; map every table in one pipeline only (EDGESYNC_TABLES) and drop it from the other publication",
+			zap.String("publication", p.cfg.Publication), zap.String("other_publication", o.pub), zap.String("table", o.table))
+	}
+	return nil
 }
 
 // warnForeignTables logs tables in the publication that edgesync does not
