@@ -124,15 +124,7 @@ func TestBadInput_TableInTwoPipelines(t *testing.T) {
 	ns := natstest.Start(t)
 	cfg := testConfig(t, dbURL, ns.URL())
 	core, logs := observer.New(zap.WarnLevel)
-	rctx, cancel := context.WithCancel(ctx)
-	d, err := New(rctx, cfg, zap.New(core))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	rd := &runningDaemon{d: d, cancel: cancel, done: make(chan error, 1)}
-	go func() { rd.done <- d.Run(rctx) }()
-	t.Cleanup(func() { rd.stop(t) })
+	startDaemonLog(t, cfg, zap.New(core))
 	waitSlot(t, pool, cfg.Slot)
 	overlaps := func() []string {
 		var out []string

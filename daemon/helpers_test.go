@@ -51,7 +51,12 @@ type runningDaemon struct {
 
 func startDaemon(t testing.TB, cfg config.Config) *runningDaemon {
 	t.Helper()
-	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	return startDaemonLog(t, cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+}
+
+// startDaemonLog is startDaemon with the daemon's logger (to observe it).
+func startDaemonLog(t testing.TB, cfg config.Config, log *zap.Logger) *runningDaemon {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	d, err := New(ctx, cfg, log)
 	if err != nil {
